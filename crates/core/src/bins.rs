@@ -1,0 +1,632 @@
+//! Per-device time bins and the aggregator that fills them.
+//!
+//! [`Aggregator`] is the stateful fold from events to bins; it is what each parsing thread owns.
+//! [`Aggregates`] is its finished, serializable result; partial results merge with
+//! [`Aggregates::merge`], which is how parallel parsing (and later, scale-out) combines work.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Class, ClassifyConfig};
+use crate::hash::{combine, hash_bytes, hash_ip, mix64};
+use crate::model::{DeviceId, Event};
+use crate::sketch::{SourceSketch, TopSources};
+use crate::time::{BinWidth, NANOS_PER_HOUR, Nanos};
+
+/// Interned device names. Ids are dense and local to one table; merging tables remaps by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DeviceTable {
+    names: Vec<String>,
+    #[serde(skip)]
+    ids: FxHashMap<String, DeviceId>,
+    #[serde(skip)]
+    hashes: Vec<u64>,
+}
+
+impl DeviceTable {
+    /// The id of `name`, adding it on first sight. Allocates only for a new name.
+    #[inline]
+    pub fn intern(&mut self, name: &str) -> DeviceId {
+        if self.ids.len() != self.names.len() {
+            self.rebuild();
+        }
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as DeviceId;
+        self.names.push(name.to_owned());
+        self.hashes.push(hash_bytes(name.as_bytes()));
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// Restores the lookup index after deserialization (only names are serialized).
+    fn rebuild(&mut self) {
+        self.ids = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as DeviceId))
+            .collect();
+        self.hashes = self.names.iter().map(|n| hash_bytes(n.as_bytes())).collect();
+    }
+
+    pub fn name(&self, id: DeviceId) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn get(&self, name: &str) -> Option<DeviceId> {
+        self.names.iter().position(|n| n == name).map(|i| i as DeviceId)
+    }
+
+    /// Seedless hash of the device's name (same for the same name in every table).
+    pub fn name_hash(&mut self, id: DeviceId) -> u64 {
+        if self.hashes.len() != self.names.len() {
+            self.rebuild();
+        }
+        self.hashes[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// A device's bin: (device, bin index). Orders by device, then time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BinKey {
+    pub device: DeviceId,
+    /// Bin index: bin start = index * width.
+    pub bin: i64,
+}
+
+/// One traffic class in one bin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassAgg {
+    /// Connections (rows weighted by `uniqueEventsAggregated`).
+    pub count: u64,
+    /// Bytes both ways, from inspected rows.
+    pub bytes: u64,
+    /// Packets both ways, from inspected rows.
+    pub packets: u64,
+    /// How many rows carried byte counters (0 means "no byte data", not "zero bytes").
+    pub metered: u64,
+    /// Distinct sources of this class.
+    pub sources: SourceSketch,
+}
+
+impl ClassAgg {
+    /// Per-class sample size: exact up to 256 distinct sources, ~6 % error above.
+    pub const K: u32 = 256;
+
+    fn new() -> Self {
+        ClassAgg {
+            count: 0,
+            bytes: 0,
+            packets: 0,
+            metered: 0,
+            sources: SourceSketch::new(Self::K),
+        }
+    }
+
+    fn merge(&mut self, o: &ClassAgg) {
+        self.count += o.count;
+        self.bytes += o.bytes;
+        self.packets += o.packets;
+        self.metered += o.metered;
+        self.sources.merge(&o.sources);
+    }
+}
+
+/// What the seed rule needs of a bin: its `RequestCount`, `UniqueSourceIPs` and `TotalBytes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeedAgg {
+    /// Inbound connections accepted on the seed ports.
+    pub count: u64,
+    /// Distinct `RemoteIP` of those: exact up to 1,024 (KQL's dcount is exact up to 1,000).
+    pub sources: SourceSketch,
+    /// Bytes of inbound inspected rows on the seed ports.
+    pub bytes: u64,
+    /// Rows that carried byte counters; 0 means `TotalBytes` is null.
+    pub metered: u64,
+}
+
+impl SeedAgg {
+    fn new() -> Self {
+        SeedAgg {
+            count: 0,
+            sources: SourceSketch::new(SourceSketch::DEFAULT_K),
+            bytes: 0,
+            metered: 0,
+        }
+    }
+
+    /// `TotalBytes`: `None` when no row carried byte counters.
+    pub fn total_bytes(&self) -> Option<u64> {
+        (self.metered > 0).then_some(self.bytes)
+    }
+
+    fn merge(&mut self, o: &SeedAgg) {
+        self.count += o.count;
+        self.sources.merge(&o.sources);
+        self.bytes += o.bytes;
+        self.metered += o.metered;
+    }
+}
+
+/// Everything kept about one device in one bin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BinAgg {
+    /// Rows of any kind (weighted), inbound or not.
+    pub rows: u64,
+    pub classes: Vec<ClassAgg>,
+    pub seed: SeedAgg,
+    /// All inbound sources with their exact connection counts (sampled above k).
+    pub sources: SourceSketch,
+    /// Distinct source prefixes (/24 IPv4, /48 IPv6).
+    pub prefixes: SourceSketch,
+    /// Heaviest inbound sources.
+    pub top: TopSources,
+}
+
+impl Default for BinAgg {
+    fn default() -> Self {
+        BinAgg {
+            rows: 0,
+            classes: (0..Class::COUNT).map(|_| ClassAgg::new()).collect(),
+            seed: SeedAgg::new(),
+            sources: SourceSketch::new(SourceSketch::DEFAULT_K),
+            prefixes: SourceSketch::new(ClassAgg::K),
+            top: TopSources::default(),
+        }
+    }
+}
+
+impl BinAgg {
+    pub fn class(&self, c: Class) -> &ClassAgg {
+        &self.classes[c as usize]
+    }
+
+    /// Inbound connections of every class.
+    pub fn inbound(&self) -> u64 {
+        self.classes.iter().map(|c| c.count).sum()
+    }
+
+    pub fn merge(&mut self, o: &BinAgg) {
+        self.rows += o.rows;
+        for (a, b) in self.classes.iter_mut().zip(&o.classes) {
+            a.merge(b);
+        }
+        self.seed.merge(&o.seed);
+        self.sources.merge(&o.sources);
+        self.prefixes.merge(&o.prefixes);
+        self.top.merge(&o.top);
+    }
+}
+
+/// What to compute per event. `SeedOnly` skips everything the seed rule does not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    Full,
+    SeedOnly,
+}
+
+/// Drops exact duplicates (same DeviceName, Timestamp, ReportId) seen within `horizon` of event
+/// time of each other, in bounded memory: keys are kept per bin and forgotten once the newest
+/// event seen is more than `horizon` past their bin.
+#[derive(Clone, Debug)]
+struct Deduper {
+    horizon: Nanos,
+    width: BinWidth,
+    sets: BTreeMap<i64, FxHashSet<u64>>,
+    newest: Nanos,
+}
+
+impl Deduper {
+    fn new(horizon: Nanos, width: BinWidth) -> Self {
+        Deduper {
+            horizon,
+            width,
+            sets: BTreeMap::new(),
+            newest: Nanos::MIN,
+        }
+    }
+
+    /// True if the key was not seen before (within the horizon).
+    #[inline]
+    fn first_sight(&mut self, ts: Nanos, key: u64) -> bool {
+        if self.horizon <= 0 {
+            return true;
+        }
+        let bin = self.width.index(ts);
+        if ts > self.newest {
+            let old_floor = self.width.index(self.newest.saturating_sub(self.horizon));
+            self.newest = ts;
+            let floor = self.width.index(ts.saturating_sub(self.horizon));
+            if floor > old_floor {
+                // Keep this event's own bin even if it is older than the floor.
+                self.sets = self.sets.split_off(&floor.min(bin));
+            }
+        }
+        self.sets.entry(bin).or_default().insert(key)
+    }
+}
+
+/// Folds events into per-device bins. One per parsing thread; see [`Aggregates::merge`].
+#[derive(Clone, Debug)]
+pub struct Aggregator {
+    pub width: BinWidth,
+    pub classify: ClassifyConfig,
+    pub profile: Profile,
+    pub devices: DeviceTable,
+    bins: FxHashMap<BinKey, BinAgg>,
+    dedup: Deduper,
+    stats: IngestStats,
+}
+
+/// Counters about what went into an [`Aggregates`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStats {
+    /// Events aggregated (after dropping duplicates).
+    pub events: u64,
+    /// Exact duplicates dropped.
+    pub duplicates: u64,
+    /// Oldest and newest event time seen (`None` before the first event).
+    pub min_ts: Option<Nanos>,
+    pub max_ts: Option<Nanos>,
+}
+
+impl IngestStats {
+    fn merge(&mut self, o: &IngestStats) {
+        self.events += o.events;
+        self.duplicates += o.duplicates;
+        self.min_ts = opt_min(self.min_ts, o.min_ts);
+        self.max_ts = opt_max(self.max_ts, o.max_ts);
+    }
+}
+
+fn opt_min(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn opt_max(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Aggregator {
+    /// Default duplicate horizon: one hour of event time.
+    pub const DEFAULT_DEDUP_HORIZON: Nanos = NANOS_PER_HOUR;
+
+    pub fn new(width: BinWidth, classify: ClassifyConfig) -> Self {
+        Aggregator {
+            width,
+            classify,
+            profile: Profile::Full,
+            devices: DeviceTable::default(),
+            bins: FxHashMap::default(),
+            dedup: Deduper::new(Self::DEFAULT_DEDUP_HORIZON, width),
+            stats: IngestStats::default(),
+        }
+    }
+
+    pub fn with_profile(mut self, p: Profile) -> Self {
+        self.profile = p;
+        self
+    }
+
+    /// Duplicates are recognised within `horizon` of event time; 0 turns de-duplication off.
+    pub fn with_dedup_horizon(mut self, horizon: Nanos) -> Self {
+        self.dedup = Deduper::new(horizon, self.width);
+        self
+    }
+
+    /// The id to put in [`Event::device`] for a device name.
+    #[inline]
+    pub fn device(&mut self, name: &str) -> DeviceId {
+        self.devices.intern(name)
+    }
+
+    pub fn add_batch(&mut self, events: &[Event]) {
+        for ev in events {
+            self.add(ev);
+        }
+    }
+
+    #[inline]
+    pub fn add(&mut self, ev: &Event) {
+        let key = combine(
+            combine(self.devices.name_hash(ev.device), ev.ts as u64),
+            mix64(ev.report_id as u64),
+        );
+        if !self.dedup.first_sight(ev.ts, key) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let s = &mut self.stats;
+        s.events += 1;
+        s.min_ts = opt_min(s.min_ts, Some(ev.ts));
+        s.max_ts = opt_max(s.max_ts, Some(ev.ts));
+
+        let verdict = self.classify.classify(ev);
+        let bk = BinKey {
+            device: ev.device,
+            bin: self.width.index(ev.ts),
+        };
+        let bin = self.bins.entry(bk).or_default();
+        let w = ev.weight.max(1);
+        bin.rows += w as u64;
+        let src_hash = ev.remote_ip.map(hash_ip);
+        if verdict.seed_count {
+            bin.seed.count += w as u64;
+            if let Some(h) = src_hash {
+                bin.seed.sources.insert_hash(h, w);
+            }
+        }
+        if verdict.seed_bytes {
+            if let Some(b) = ev.bytes {
+                bin.seed.bytes += b;
+                bin.seed.metered += 1;
+            }
+        }
+        if self.profile == Profile::SeedOnly {
+            return;
+        }
+        if let Some(c) = verdict.count {
+            let ca = &mut bin.classes[c as usize];
+            ca.count += w as u64;
+            if let (Some(h), Some(ip)) = (src_hash, ev.remote_ip) {
+                ca.sources.insert_hash(h, w);
+                bin.sources.insert_hash(h, w);
+                bin.prefixes.insert(ip.prefix(), w);
+                bin.top.insert(ip, w as u64);
+            }
+        }
+        if let Some(c) = verdict.bytes {
+            if ev.bytes.is_some() || ev.packets.is_some() {
+                let ca = &mut bin.classes[c as usize];
+                ca.bytes += ev.bytes.unwrap_or(0);
+                ca.packets += ev.packets.unwrap_or(0);
+                ca.metered += 1;
+            }
+        }
+    }
+
+    pub fn finish(self) -> Aggregates {
+        Aggregates {
+            width: self.width,
+            devices: self.devices,
+            bins: self.bins.into_iter().collect(),
+            stats: self.stats,
+        }
+    }
+}
+
+/// The finished aggregates of some events: per device and bin, in (device, time) order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Aggregates {
+    pub width: BinWidth,
+    pub devices: DeviceTable,
+    #[serde(with = "bins_as_pairs")]
+    pub bins: BTreeMap<BinKey, BinAgg>,
+    pub stats: IngestStats,
+}
+
+/// JSON maps need string keys; bins serialize as a list of (key, aggregate) pairs instead.
+mod bins_as_pairs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<BinKey, BinAgg>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<BinKey, BinAgg>, D::Error> {
+        let v: Vec<(BinKey, BinAgg)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().collect())
+    }
+}
+
+impl Aggregates {
+    pub fn empty(width: BinWidth) -> Self {
+        Aggregates {
+            width,
+            devices: DeviceTable::default(),
+            bins: BTreeMap::new(),
+            stats: IngestStats::default(),
+        }
+    }
+
+    /// Folds `other` in, remapping its device ids by name.
+    pub fn merge(&mut self, mut other: Aggregates) {
+        assert_eq!(self.width, other.width, "merging aggregates of different bin widths");
+        let remap: Vec<DeviceId> = other
+            .devices
+            .names()
+            .to_vec()
+            .iter()
+            .map(|n| self.devices.intern(n))
+            .collect();
+        for (k, v) in std::mem::take(&mut other.bins) {
+            let k = BinKey {
+                device: remap[k.device as usize],
+                bin: k.bin,
+            };
+            match self.bins.get_mut(&k) {
+                Some(mine) => mine.merge(&v),
+                None => {
+                    self.bins.insert(k, v);
+                }
+            }
+        }
+        self.stats.merge(&other.stats);
+    }
+
+    /// Device ids ordered by name, so output does not depend on which thread saw a device first.
+    pub fn devices_by_name(&self) -> Vec<DeviceId> {
+        let mut ids: Vec<DeviceId> = (0..self.devices.len() as DeviceId).collect();
+        ids.sort_by(|&a, &b| self.devices.name(a).cmp(self.devices.name(b)));
+        ids
+    }
+
+    /// The bins of one device, in time order: (bin index, aggregate).
+    pub fn device_bins(&self, device: DeviceId) -> impl Iterator<Item = (i64, &BinAgg)> {
+        self.bins
+            .range(
+                BinKey {
+                    device,
+                    bin: i64::MIN,
+                }..=BinKey {
+                    device,
+                    bin: i64::MAX,
+                },
+            )
+            .map(|(k, v)| (k.bin, v))
+    }
+
+    /// The aggregate of one device's bin, if any event fell in it.
+    pub fn get(&self, device: DeviceId, bin: i64) -> Option<&BinAgg> {
+        self.bins.get(&BinKey { device, bin })
+    }
+
+    /// Aggregates keyed by device *name*, for comparing results made with different tables.
+    pub fn by_name(&self) -> BTreeMap<(String, i64), &BinAgg> {
+        self.bins
+            .iter()
+            .map(|(k, v)| ((self.devices.name(k.device).to_owned(), k.bin), v))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ActionType, Ip, Protocol};
+    use crate::time::NANOS_PER_SEC;
+    use proptest::prelude::*;
+
+    /// Builds an event from a compact description: (device 0..3, second, action 0..4, source).
+    fn make(agg: &mut Aggregator, d: u8, sec: i64, kind: u8, src: u16, rid: i64) -> Event {
+        let device = agg.device(&format!("web{d:02}.contoso.com"));
+        let (action, protocol, local) = match kind {
+            0 => (ActionType::InboundConnectionAccepted, Protocol::Tcp, 443),
+            1 => (ActionType::ConnectionAttempt, Protocol::Tcp, 443),
+            2 => (ActionType::InboundConnectionAccepted, Protocol::Udp, 53),
+            3 => (ActionType::ConnectionSuccess, Protocol::Tcp, 50_000),
+            _ => (ActionType::SslConnectionInspected, Protocol::Tcp, 443),
+        };
+        Event {
+            ts: 1_766_361_600 * NANOS_PER_SEC + sec * NANOS_PER_SEC,
+            device,
+            action,
+            protocol,
+            direction: crate::model::Direction::In,
+            remote_ip: Some(Ip::v4([198, 51, (src >> 8) as u8, src as u8])),
+            remote_port: Some(40_000),
+            local_port: Some(local),
+            report_id: rid,
+            weight: 1,
+            bytes: (kind == 4).then_some(1500),
+            packets: (kind == 4).then_some(12),
+        }
+    }
+
+    fn aggregate(items: &[(u8, i64, u8, u16, i64)]) -> Aggregates {
+        let mut a = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default());
+        for &(d, s, k, src, rid) in items {
+            let e = make(&mut a, d, s, k, src, rid);
+            a.add(&e);
+        }
+        a.finish()
+    }
+
+    fn item() -> impl Strategy<Value = (u8, i64, u8, u16, i64)> {
+        (0u8..3, 0i64..7200, 0u8..5, 0u16..1500, 0i64..50)
+    }
+
+    #[test]
+    fn counts_classes_and_seed() {
+        let a = aggregate(&[
+            (0, 10, 0, 1, 1),
+            (0, 11, 0, 1, 2),
+            (0, 12, 0, 2, 3),
+            (0, 13, 1, 3, 4),
+            (0, 14, 3, 4, 5),
+            (0, 15, 4, 5, 6),
+            (0, 15, 4, 5, 6), // exact duplicate
+        ]);
+        assert_eq!(a.stats.duplicates, 1);
+        let b = a.bins.values().next().unwrap();
+        assert_eq!(b.seed.count, 3);
+        assert_eq!(b.seed.sources.distinct_u64(), 2);
+        assert_eq!(b.seed.total_bytes(), Some(1500));
+        assert_eq!(b.class(Class::Web).count, 3);
+        assert_eq!(b.class(Class::Web).bytes, 1500);
+        assert_eq!(b.class(Class::Syn).count, 1);
+        assert_eq!(b.inbound(), 4);
+        assert_eq!(b.rows, 6);
+        assert_eq!(b.top.top(1)[0].0, Ip::v4([198, 51, 0, 1]));
+    }
+
+    #[test]
+    fn duplicates_beyond_the_horizon_are_forgotten() {
+        let mut agg = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+            .with_dedup_horizon(600 * NANOS_PER_SEC);
+        for &(s, rid) in &[(0i64, 1i64), (0, 1), (3600, 2), (0, 1)] {
+            let e = make(&mut agg, 0, s, 0, 9, rid);
+            agg.add(&e);
+        }
+        let a = agg.finish();
+        assert_eq!(a.stats.duplicates, 1, "the third copy came after the horizon");
+        assert_eq!(a.stats.events, 3);
+    }
+
+    proptest! {
+        #[test]
+        fn split_and_merged_equals_one_shot(
+            items in proptest::collection::vec(item(), 0..600),
+            cut in 0usize..600,
+        ) {
+            // Duplicates are not generated across the cut here (rids differ by side), since
+            // de-duplication is per aggregator by design.
+            let cut = cut.min(items.len());
+            let mut items = items;
+            for (i, it) in items.iter_mut().enumerate() { it.4 = i as i64; }
+            let whole = aggregate(&items);
+            let mut a = aggregate(&items[cut..]);
+            a.merge(aggregate(&items[..cut]));
+            prop_assert_eq!(a.stats, whole.stats);
+            prop_assert_eq!(a.by_name(), whole.by_name());
+        }
+
+        #[test]
+        fn serialized_partials_merge_the_same(items in proptest::collection::vec(item(), 0..300)) {
+            let mut items = items;
+            for (i, it) in items.iter_mut().enumerate() { it.4 = i as i64; }
+            let whole = aggregate(&items);
+            let half = items.len() / 2;
+            let a = aggregate(&items[..half]);
+            let b: Aggregates = serde_json::from_str(
+                &serde_json::to_string(&aggregate(&items[half..])).unwrap()).unwrap();
+            let mut a: Aggregates = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+            a.merge(b);
+            prop_assert_eq!(a.by_name(), whole.by_name());
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The seed rule (see README): written next.
