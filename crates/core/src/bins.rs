@@ -177,6 +177,9 @@ pub struct BinAgg {
     pub prefixes: SourceSketch,
     /// Heaviest inbound sources.
     pub top: TopSources,
+    /// Inbound connections from allow-listed sources (see [`ClassifyConfig::allow`]); included
+    /// in the class counts too.
+    pub allowed: u64,
 }
 
 impl Default for BinAgg {
@@ -188,6 +191,7 @@ impl Default for BinAgg {
             sources: SourceSketch::new(SourceSketch::DEFAULT_K),
             prefixes: SourceSketch::new(ClassAgg::K),
             top: TopSources::default(),
+            allowed: 0,
         }
     }
 }
@@ -211,6 +215,7 @@ impl BinAgg {
         self.sources.merge(&o.sources);
         self.prefixes.merge(&o.prefixes);
         self.top.merge(&o.top);
+        self.allowed += o.allowed;
     }
 }
 
@@ -396,6 +401,9 @@ impl Aggregator {
                 bin.sources.insert_hash(h, w);
                 bin.prefixes.insert(ip.prefix(), w);
                 bin.top.insert(ip, w as u64);
+                if !self.classify.allow.is_empty() && self.classify.allow.contains(ip) {
+                    bin.allowed += w as u64;
+                }
             }
         }
         if let Some(c) = verdict.bytes {

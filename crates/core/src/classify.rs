@@ -82,6 +82,10 @@ pub struct ClassifyConfig {
     pub seed_ports: PortSet,
     /// Web ports for the HTTP/HTTPS connection-flood vector (default 80, 443, 8080, 8443).
     pub web_ports: PortSet,
+    /// Sources whose traffic is legitimate by declaration (load generators, monitors):
+    /// `--allow-source CIDR`. Their inbound connections are still counted, and also tallied in
+    /// [`crate::BinAgg::allowed`], so a surge they cause can be shown as suppressed.
+    pub allow: AllowList,
 }
 
 impl Default for ClassifyConfig {
@@ -89,7 +93,53 @@ impl Default for ClassifyConfig {
         ClassifyConfig {
             seed_ports: PortSet::new(&[443]),
             web_ports: PortSet::new(&[80, 443, 8080, 8443]),
+            allow: AllowList::default(),
         }
+    }
+}
+
+/// A list of source networks (CIDR), IPv4 and IPv6 alike.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowList {
+    /// (network, prefix length in the 128-bit space: IPv4 /n is stored as /(96+n)).
+    nets: Vec<(u128, u8)>,
+}
+
+impl AllowList {
+    /// Parses `203.0.113.0/24`, `2001:db8::/32`, or a bare address (a /32 or /128).
+    pub fn add_cidr(&mut self, s: &str) -> Result<(), String> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let ip = crate::model::Ip::parse(addr.trim().as_bytes())
+            .ok_or_else(|| format!("not an IP network: {s:?}"))?;
+        let max = if ip.is_v4() { 32 } else { 128 };
+        let len: u8 = match len {
+            Some(l) => l
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&l: &u8| l <= max)
+                .ok_or_else(|| format!("bad prefix length in {s:?} (0..={max})"))?,
+            None => max,
+        };
+        let len = if ip.is_v4() { len + 96 } else { len };
+        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len as u32) };
+        self.nets.push((ip.0 & mask, len));
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+
+    #[inline]
+    pub fn contains(&self, ip: crate::model::Ip) -> bool {
+        self.nets.iter().any(|&(net, len)| {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len as u32) };
+            ip.0 & mask == net
+        })
     }
 }
 
@@ -192,6 +242,22 @@ mod tests {
             weight: 1,
             ..Event::default()
         }
+    }
+
+    #[test]
+    fn allow_list() {
+        let mut a = AllowList::default();
+        a.add_cidr("10.50.0.0/16").unwrap();
+        a.add_cidr("2001:db8::/32").unwrap();
+        a.add_cidr("198.51.100.7").unwrap();
+        let ip = |s: &str| crate::model::Ip::parse(s.as_bytes()).unwrap();
+        assert!(a.contains(ip("10.50.3.4")));
+        assert!(!a.contains(ip("10.51.0.1")));
+        assert!(a.contains(ip("2001:db8:ffff::1")));
+        assert!(a.contains(ip("198.51.100.7")));
+        assert!(!a.contains(ip("198.51.100.8")));
+        assert!(a.add_cidr("10.0.0.0/33").is_err());
+        assert!(a.add_cidr("banana/8").is_err());
     }
 
     #[test]

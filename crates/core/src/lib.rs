@@ -23,7 +23,7 @@ pub use bins::{
     Aggregates, Aggregator, BinAgg, BinKey, ClassAgg, DeviceTable, IngestStats, Profile, SeedAgg,
 };
 pub use diag::{Diagnostics, Location, SkipExample, SkipReason};
-pub use classify::{Class, ClassifyConfig, PortSet, Verdict};
+pub use classify::{AllowList, Class, ClassifyConfig, PortSet, Verdict};
 pub use model::{ActionType, DeviceId, Direction, Event, Ip, Protocol};
 pub use sketch::{SourceSketch, TopSources};
 pub use stats::Moments;
