@@ -87,8 +87,8 @@ impl SeedConfig {
     /// Parses the durations and checks they make sense with the bin width.
     pub fn validate(&self, width: floodwatch_core::BinWidth) -> Result<SeedParams, String> {
         let window = parse_duration(&self.window).map_err(|e| format!("seed.window: {e}"))?;
-        let baseline_start =
-            parse_duration(&self.baseline_start).map_err(|e| format!("seed.baseline_start: {e}"))?;
+        let baseline_start = parse_duration(&self.baseline_start)
+            .map_err(|e| format!("seed.baseline_start: {e}"))?;
         let w = width.nanos();
         if window <= 0 || window % w != 0 {
             return Err(format!(
@@ -107,7 +107,10 @@ impl SeedConfig {
             return Err("seed.ports is empty".into());
         }
         if !(self.sigma.is_finite() && self.sigma >= 0.0) {
-            return Err(format!("seed.sigma must be a non-negative number, got {}", self.sigma));
+            return Err(format!(
+                "seed.sigma must be a non-negative number, got {}",
+                self.sigma
+            ));
         }
         Ok(SeedParams {
             window,
@@ -283,7 +286,9 @@ mod tests {
     }
 
     fn params() -> SeedParams {
-        SeedConfig::default().validate(BinWidth::FIVE_MINUTES).unwrap()
+        SeedConfig::default()
+            .validate(BinWidth::FIVE_MINUTES)
+            .unwrap()
     }
 
     #[test]
@@ -347,7 +352,10 @@ mod tests {
         g.conns("web01", 100, 1, 1, 443);
         let aggs = g.agg.finish();
         let p = params();
-        assert!(run(&aggs, &p, None).is_empty(), "bin 10 is outside the last hour");
+        assert!(
+            run(&aggs, &p, None).is_empty(),
+            "bin 10 is outside the last hour"
+        );
         let at = T0 + 12 * 5 * NANOS_PER_MIN;
         let a = run(&aggs, &p, Some(at));
         assert_eq!(a.len(), 1);
@@ -361,7 +369,11 @@ mod tests {
             window: "7m".into(),
             ..SeedConfig::default()
         };
-        assert!(c.validate(w).unwrap_err().contains("multiple of the bin width"));
+        assert!(
+            c.validate(w)
+                .unwrap_err()
+                .contains("multiple of the bin width")
+        );
         c.window = "2h".into();
         c.baseline_start = "1h".into();
         assert!(c.validate(w).is_err());
