@@ -404,7 +404,7 @@ mod tests {
         let all = run_scheduled(&aggs, &params(), Some(day), None);
         assert_eq!(all.len(), 1, "{all:?}");
         assert_eq!(all[0].time_generated, T0 + 310 * 5 * NANOS_PER_MIN);
-        assert_eq!(all[0].request_count, 400);
+        assert_eq!(all[0].request_count, 8 + 390);
         let later = run_scheduled(&aggs, &params(), Some(T0 + 311 * 5 * NANOS_PER_MIN), None);
         assert!(later.is_empty());
         // Without a day of history the zero-filled baseline is low, and ordinary bins flag:
