@@ -1,0 +1,261 @@
+//! `AdditionalFields`: a JSON object, a JSON-encoded string of one, or null / `""` / `{}` / `[]`.
+//!
+//! Two steps, because most rows never need the contents: [`scan_additional_fields`] only finds
+//! where the value ends (so keys inside it are not mistaken for the row's own), and
+//! [`AfRef::values`] reads direction, byte/packet counters and `uniqueEventsAggregated` for the
+//! rows that use them. The encoded-string form is read in place, with `\"` as its quote; any
+//! other escape sends the line to the full parser.
+
+use floodwatch_core::Direction;
+
+use crate::row::parse_u64;
+
+/// Where an `AdditionalFields` value is, by its form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfRef {
+    /// null.
+    Null,
+    /// A JSON string: the bytes between its quotes (still escaped).
+    Encoded(usize, usize),
+    /// An object: from `{` to just past `}`.
+    Object(usize, usize),
+    /// An empty array.
+    EmptyArray,
+}
+
+/// What detection reads from `AdditionalFields`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AfValues {
+    pub direction: Direction,
+    /// `orig_bytes + resp_bytes`.
+    pub bytes: Option<u64>,
+    /// `orig_pkts + resp_pkts`.
+    pub packets: Option<u64>,
+    /// `uniqueEventsAggregated`.
+    pub weight: Option<u32>,
+}
+
+/// Finds the end of the value starting at `v`. Returns (offset just past the value, its form),
+/// or `None` for anything the scanner does not handle.
+pub(crate) fn scan_additional_fields(line: &[u8], v: usize) -> Option<(usize, AfRef)> {
+    match *line.get(v)? {
+        b'n' => line
+            .get(v..v + 4)
+            .filter(|s| *s == b"null")
+            .map(|_| (v + 4, AfRef::Null)),
+        b'"' => {
+            let end = string_end(line, v + 1)?;
+            Some((end + 1, AfRef::Encoded(v + 1, end)))
+        }
+        b'{' => {
+            let end = container_end(line, v)?;
+            Some((end, AfRef::Object(v, end)))
+        }
+        b'[' => {
+            let i = skip_ws(line, v + 1);
+            (line.get(i) == Some(&b']')).then_some((i + 1, AfRef::EmptyArray))
+        }
+        _ => None,
+    }
+}
+
+/// Offset of the closing quote of a string whose contents start at `i`.
+fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        let p = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        if b[p] == b'"' {
+            return Some(p);
+        }
+        i = p + 2;
+    }
+}
+
+/// Offset just past the container opening at `i` (strings inside are skipped properly).
+fn container_end(b: &[u8], mut i: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    while i < b.len() {
+        match b[i] {
+            b'"' => i = string_end(b, i + 1)?,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+impl AfRef {
+    /// Reads the values detection needs; `None` = let the full parser decide.
+    pub(crate) fn values(self, line: &[u8]) -> Option<AfValues> {
+        match self {
+            AfRef::Null | AfRef::EmptyArray => Some(AfValues::default()),
+            AfRef::Object(s, e) => Walker {
+                b: &line[s..e],
+                q: b"\"",
+            }
+            .object(),
+            AfRef::Encoded(s, e) => {
+                let c = &line[s..e];
+                let t = trim(c);
+                if t.is_empty() || t == b"[]" {
+                    return Some(AfValues::default());
+                }
+                Walker { b: c, q: b"\\\"" }.object()
+            }
+        }
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let s = skip_ws(b, 0);
+    let mut e = b.len();
+    while e > s && matches!(b[e - 1], b' ' | b'\t' | b'\n' | b'\r') {
+        e -= 1;
+    }
+    &b[s..e]
+}
+
+/// A flat-object reader over raw JSON (`q` = `"`) or over the contents of a JSON string
+/// holding JSON (`q` = `\"`). Nested values, other escapes or odd syntax: `None`.
+struct Walker<'a> {
+    b: &'a [u8],
+    q: &'static [u8],
+}
+
+enum V<'a> {
+    Str(&'a [u8]),
+    Bare(&'a [u8]),
+    Null,
+}
+
+impl<'a> Walker<'a> {
+    fn quote_at(&self, i: usize) -> bool {
+        self.b.get(i..i + self.q.len()) == Some(self.q)
+    }
+
+    /// A string starting at `i` (at its quote): (contents, offset past the closing quote).
+    fn string(&self, i: usize) -> Option<(&'a [u8], usize)> {
+        let s = i + self.q.len();
+        let rest = self.b.get(s..)?;
+        let p = memchr::memchr2(b'"', b'\\', rest)?;
+        if self.q.len() == 1 {
+            // Raw JSON: the first quote or backslash must be the closing quote.
+            (rest[p] == b'"').then(|| (&rest[..p], s + p + 1))
+        } else {
+            // Encoded: the first backslash must start the closing `\"`.
+            (rest[p] == b'\\' && rest.get(p + 1) == Some(&b'"')).then(|| (&rest[..p], s + p + 2))
+        }
+    }
+
+    fn object(&self) -> Option<AfValues> {
+        let b = self.b;
+        let mut out = AfValues::default();
+        let (mut ob, mut rb, mut op, mut rp) = (None, None, None, None);
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        i = skip_ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                if !self.quote_at(i) {
+                    return None;
+                }
+                let (key, next) = self.string(i)?;
+                i = skip_ws(b, next);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = skip_ws(b, i + 1);
+                let val = if self.quote_at(i) {
+                    let (s, next) = self.string(i)?;
+                    i = next;
+                    V::Str(s)
+                } else {
+                    match *b.get(i)? {
+                        b'{' | b'[' | b'"' | b'\\' => return None,
+                        _ => {}
+                    }
+                    let rest = &b[i..];
+                    let end = rest
+                        .iter()
+                        .position(|&c| matches!(c, b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r'))
+                        .unwrap_or(rest.len());
+                    i += end;
+                    match &rest[..end] {
+                        b"null" => V::Null,
+                        [] => return None,
+                        s => V::Bare(s),
+                    }
+                };
+                match key {
+                    b"direction" => {
+                        out.direction = match val {
+                            V::Str(s) => Direction::parse(s),
+                            V::Null => Direction::Unknown,
+                            V::Bare(_) => return None,
+                        }
+                    }
+                    b"orig_bytes" => ob = Some(counter(&val)?),
+                    b"resp_bytes" => rb = Some(counter(&val)?),
+                    b"orig_pkts" => op = Some(counter(&val)?),
+                    b"resp_pkts" => rp = Some(counter(&val)?),
+                    b"uniqueEventsAggregated" => {
+                        out.weight = Some(u32::try_from(counter(&val)?).ok()?)
+                    }
+                    _ => {}
+                }
+                i = skip_ws(b, i);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        if skip_ws(b, i) != b.len() {
+            return None;
+        }
+        out.bytes = pair(ob, rb)?;
+        out.packets = pair(op, rp)?;
+        Some(out)
+    }
+}
+
+/// A Zeek counter: a number or a numeric string, non-negative integer.
+fn counter(v: &V<'_>) -> Option<u64> {
+    match v {
+        V::Str(s) => parse_u64(s),
+        V::Bare(s) if s.len() > 1 && s[0] == b'0' => None,
+        V::Bare(s) => parse_u64(s),
+        V::Null => None,
+    }
+}
+
+/// Sum of both directions when both are present, nothing when neither is; one without the other
+/// is left to the full parser.
+fn pair(a: Option<u64>, b: Option<u64>) -> Option<Option<u64>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(Some(a.checked_add(b)?)),
+        (None, None) => Some(None),
+        _ => None,
+    }
+}

@@ -1,0 +1,197 @@
+//! Parallel aggregation of a buffer of JSON lines.
+
+use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
+
+use crate::row::{Scanner, trim};
+
+/// A buffer of whole lines from one input.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    /// Whole lines; the last one may lack its `\n`.
+    pub data: &'a [u8],
+    /// The input's name, for skip locations.
+    pub source: &'a str,
+    /// 1-based line number of `data[0]`.
+    pub first_line: u64,
+    /// Byte offset of `data[0]` in the (decompressed) input.
+    pub base_offset: u64,
+}
+
+/// One thread's share of the work: its own aggregator and diagnostics, merged at the end.
+///
+/// Exact duplicates (DeviceName, Timestamp, ReportId) are dropped per worker: two copies that
+/// land in different workers' parts both count. Defender's duplicates are adjacent re-sends,
+/// so this rarely matters, but N workers can count a few more events than one.
+#[derive(Debug)]
+pub struct Worker {
+    pub agg: Aggregator,
+    pub diag: Diagnostics,
+    scanner: Scanner,
+}
+
+impl Worker {
+    pub fn new(agg: Aggregator) -> Self {
+        Worker {
+            agg,
+            diag: Diagnostics::default(),
+            scanner: Scanner::new(),
+        }
+    }
+}
+
+/// The full parser for lines the scanner does not handle: it parses the line, adds its events to
+/// the aggregator or records a skip, and counts `records_read` itself.
+pub type Fallback = dyn Fn(&[u8], Location, &mut Aggregator, &mut Diagnostics) + Sync;
+
+/// Splits `chunk.data` on `\n` into line-aligned parts, one per worker, and processes them in
+/// parallel. Each line (trailing `\r` stripped, blank lines ignored) goes through the fast
+/// scanner, or to `fallback` with its location when the scanner cannot handle it. Lines longer
+/// than `max_line` bytes are skipped as [`SkipReason::TooLong`].
+///
+/// Counts `diag.records_read` for the records it handles itself (the fallback counts its own).
+/// Returns the number of `\n` in the chunk, so the next chunk's `first_line` is
+/// `first_line + returned`.
+pub fn aggregate_lines(
+    chunk: Chunk<'_>,
+    workers: &mut [Worker],
+    max_line: usize,
+    fallback: &Fallback,
+) -> u64 {
+    let parts = split(chunk.data, workers.len().max(1));
+    if workers.len() <= 1 || parts.len() <= 1 {
+        let Some(w) = workers.first_mut() else {
+            // No worker, no work; still report the lines so callers' numbering stays right.
+            return memchr::memchr_iter(b'\n', chunk.data).count() as u64;
+        };
+        let mut diag = Diagnostics::default();
+        let n = run_part(w, &mut diag, chunk, 0, chunk.data, max_line, fallback);
+        w.diag.merge(&diag);
+        return n;
+    }
+    // Each part reports line numbers relative to its own start; once every part has counted its
+    // lines, the skip examples are shifted to absolute lines. This avoids a separate counting
+    // pass over the data before the parallel one.
+    let results: Vec<(u64, Diagnostics)> = std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .zip(&parts)
+            .map(|(w, &(start, end))| {
+                s.spawn(move || {
+                    let mut diag = Diagnostics::default();
+                    let n = run_part(
+                        w,
+                        &mut diag,
+                        chunk,
+                        start,
+                        &chunk.data[start..end],
+                        max_line,
+                        fallback,
+                    );
+                    (n, diag)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    });
+    let mut lines_before = 0u64;
+    for ((n, mut diag), w) in results.into_iter().zip(workers.iter_mut()) {
+        for e in &mut diag.examples {
+            if let Some(l) = e.location.line.as_mut() {
+                *l += lines_before;
+            }
+        }
+        w.diag.merge(&diag);
+        lines_before += n;
+    }
+    lines_before
+}
+
+/// Cuts `data` into at most `n` parts of about equal size, each ending just after a `\n` (or at
+/// the end of the data). Returns (start, end) offsets.
+fn split(data: &[u8], n: usize) -> Vec<(usize, usize)> {
+    let mut parts = Vec::with_capacity(n);
+    let mut start = 0;
+    for i in 1..n {
+        let target = (data.len() * i / n).max(start);
+        let end = match memchr::memchr(b'\n', &data[target..]) {
+            Some(p) => target + p + 1,
+            None => data.len(),
+        };
+        if end > start {
+            parts.push((start, end));
+        }
+        start = end;
+    }
+    if start < data.len() || parts.is_empty() {
+        parts.push((start, data.len()));
+    }
+    parts
+}
+
+/// Processes one part. Skip locations get lines relative to the part (1-based for its first
+/// line, then shifted by the caller) plus `chunk.first_line - 1`; offsets are absolute.
+/// Returns the number of `\n` in the part.
+fn run_part(
+    w: &mut Worker,
+    diag: &mut Diagnostics,
+    chunk: Chunk<'_>,
+    part_start: usize,
+    part: &[u8],
+    max_line: usize,
+    fallback: &Fallback,
+) -> u64 {
+    let mut line_no = 0u64;
+    let mut pos = 0usize;
+    let mut handled = 0u64;
+    while pos < part.len() {
+        let (line, next) = match memchr::memchr(b'\n', &part[pos..]) {
+            Some(p) => {
+                line_no += 1;
+                (&part[pos..pos + p], pos + p + 1)
+            }
+            None => (&part[pos..], part.len()),
+        };
+        let this_line = if next == part.len() && !part.ends_with(b"\n") {
+            line_no + 1
+        } else {
+            line_no
+        };
+        let start = pos;
+        pos = next;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let location = || Location {
+            source: chunk.source.to_owned(),
+            line: Some(chunk.first_line + this_line - 1),
+            offset: Some(chunk.base_offset + (part_start + start) as u64),
+        };
+        if line.len() > max_line {
+            handled += 1;
+            diag.skip(
+                SkipReason::TooLong,
+                location(),
+                format!("line of {} bytes is longer than {max_line}", line.len()),
+            );
+            continue;
+        }
+        if let Some(ev) = w.scanner.scan_row(line, &mut w.agg) {
+            handled += 1;
+            w.agg.add(&ev);
+            continue;
+        }
+        if trim(line).is_empty() {
+            continue;
+        }
+        fallback(line, location(), &mut w.agg, diag);
+    }
+    diag.records_read += handled;
+    line_no
+}

@@ -1,0 +1,546 @@
+//! The scanner against a plain serde_json reader of the same field semantics, and the parallel
+//! path against one thread.
+
+use floodwatch_core::time::parse_rfc3339;
+use floodwatch_core::{
+    ActionType, Aggregator, BinWidth, ClassifyConfig, Diagnostics, Direction, Event, Ip, Location,
+    Protocol, SkipReason,
+};
+use proptest::prelude::*;
+use serde_json::Value;
+
+use crate::{Chunk, Scanner, Worker, aggregate_lines};
+
+/// The reference: field semantics written the obvious way over a `serde_json::Value`.
+fn reference_row(
+    row: &serde_json::Map<String, Value>,
+    agg: &mut Aggregator,
+) -> Result<Event, SkipReason> {
+    let get = |k: &str| row.get(k).filter(|v| !v.is_null());
+    let ts = match get("Timestamp").or_else(|| get("TimeGenerated")) {
+        Some(Value::String(s)) => {
+            parse_rfc3339(s.as_bytes()).map_err(|_| SkipReason::BadTimestamp)?
+        }
+        Some(_) => return Err(SkipReason::WrongType),
+        None => return Err(SkipReason::MissingField),
+    };
+    let name = match get("DeviceName") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::String(_)) | None => return Err(SkipReason::MissingField),
+        Some(_) => return Err(SkipReason::WrongType),
+    };
+    let action = match get("ActionType") {
+        Some(Value::String(s)) if !s.is_empty() => ActionType::parse(s.as_bytes()),
+        Some(Value::String(_)) | None => return Err(SkipReason::MissingField),
+        Some(_) => return Err(SkipReason::WrongType),
+    };
+    let remote_ip = match get("RemoteIP") {
+        None => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(Ip::parse(s.as_bytes()).ok_or(SkipReason::BadIp)?),
+        Some(_) => return Err(SkipReason::WrongType),
+    };
+    let port = |k: &str| -> Result<Option<u16>, SkipReason> {
+        match get(k) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|v| u16::try_from(v).ok())
+                .map(Some)
+                .ok_or(SkipReason::BadPort),
+            Some(Value::String(s)) => s.parse::<u16>().map(Some).map_err(|_| SkipReason::BadPort),
+            Some(_) => Err(SkipReason::BadPort),
+        }
+    };
+    let remote_port = port("RemotePort")?;
+    let local_port = port("LocalPort")?;
+    let protocol = match get("Protocol") {
+        None => Protocol::Unknown,
+        Some(Value::String(s)) => Protocol::parse(s.as_bytes()),
+        Some(_) => return Err(SkipReason::WrongType),
+    };
+    let report_id = match get("ReportId") {
+        None => 0,
+        Some(Value::Number(n)) => n.as_i64().ok_or(SkipReason::WrongType)?,
+        Some(Value::String(s)) => s.parse().map_err(|_| SkipReason::WrongType)?,
+        Some(_) => return Err(SkipReason::WrongType),
+    };
+    let mut ev = Event {
+        ts,
+        device: 0,
+        action,
+        protocol,
+        direction: Direction::Unknown,
+        remote_ip,
+        remote_port,
+        local_port,
+        report_id,
+        weight: 1,
+        bytes: None,
+        packets: None,
+    };
+    if action.is_inspected() || action.is_aggregated_report() {
+        let af = match get("AdditionalFields") {
+            None => serde_json::Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Array(a)) if a.is_empty() => serde_json::Map::new(),
+            Some(Value::String(s)) if s.trim().is_empty() => serde_json::Map::new(),
+            Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+                Ok(Value::Object(m)) => m,
+                Ok(Value::Array(a)) if a.is_empty() => serde_json::Map::new(),
+                _ => return Err(SkipReason::WrongType),
+            },
+            Some(_) => return Err(SkipReason::WrongType),
+        };
+        let counter = |k: &str| -> Result<Option<u64>, SkipReason> {
+            match af.get(k) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n.as_u64().map(Some).ok_or(SkipReason::WrongType),
+                Some(Value::String(s)) => s.parse().map(Some).map_err(|_| SkipReason::WrongType),
+                Some(_) => Err(SkipReason::WrongType),
+            }
+        };
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        if action.is_inspected() {
+            ev.direction = match af.get("direction") {
+                Some(Value::String(s)) => Direction::parse(s.as_bytes()),
+                _ => Direction::Unknown,
+            };
+            ev.bytes = sum(counter("orig_bytes")?, counter("resp_bytes")?);
+            ev.packets = sum(counter("orig_pkts")?, counter("resp_pkts")?);
+        } else {
+            ev.weight = match counter("uniqueEventsAggregated")? {
+                Some(w) => u32::try_from(w).map_err(|_| SkipReason::WrongType)?,
+                None => 1,
+            };
+        }
+    }
+    ev.device = agg.device(&name);
+    Ok(ev)
+}
+
+/// Reference line parser, including storage envelopes.
+fn reference_line(line: &[u8], agg: &mut Aggregator) -> Result<Option<Event>, SkipReason> {
+    let v: Value = serde_json::from_slice(line).map_err(|_| SkipReason::Malformed)?;
+    let Value::Object(m) = v else {
+        return Err(SkipReason::WrongType);
+    };
+    if let (Some(Value::String(cat)), Some(props)) = (m.get("category"), m.get("properties")) {
+        if !cat.to_ascii_lowercase().ends_with("devicenetworkevents") {
+            return Err(SkipReason::OtherTable);
+        }
+        let Value::Object(row) = props else {
+            return Err(SkipReason::WrongType);
+        };
+        return reference_row(row, agg).map(Some);
+    }
+    reference_row(&m, agg).map(Some)
+}
+
+fn reference_fallback(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut Diagnostics) {
+    diag.records_read += 1;
+    match reference_line(line, agg) {
+        Ok(Some(ev)) => agg.add(&ev),
+        Ok(None) => {}
+        Err(r) => diag.skip(r, loc, "reference"),
+    }
+}
+
+fn new_agg() -> Aggregator {
+    Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+}
+
+const T0: &str = "2025-12-22T09:55:01.1234567Z";
+
+fn typical(i: u64, device: u32, action: &str, af: &str) -> String {
+    format!(
+        concat!(
+            r#"{{"Timestamp":"2025-12-22T{:02}:{:02}:{:02}.{:07}Z","DeviceId":"abc","DeviceName":"web{:02}.contoso.com","#,
+            r#""ActionType":"{}","RemoteIP":"198.51.{}.{}","RemotePort":{},"RemoteIPType":"Public","#,
+            r#""LocalIP":"10.0.0.5","LocalPort":443,"Protocol":"Tcp","LocalIPType":"Private","#,
+            r#""AdditionalFields":{},"InitiatingProcessFileName":"w3wp.exe","ReportId":{}}}"#
+        ),
+        (i / 3600) % 24,
+        (i / 60) % 60,
+        i % 60,
+        i * 7 % 10_000_000,
+        device,
+        action,
+        (i >> 8) % 256,
+        i % 256,
+        40_000 + i % 20_000,
+        af,
+        i
+    )
+}
+
+#[test]
+fn typical_rows_take_the_fast_path() {
+    let mut agg = new_agg();
+    let mut sc = Scanner::new();
+    let line = typical(5, 1, "InboundConnectionAccepted", "null");
+    let ev = sc.scan_row(line.as_bytes(), &mut agg).expect("handled");
+    assert_eq!(
+        ev.ts,
+        parse_rfc3339(b"2025-12-22T00:00:05.0000035Z").unwrap()
+    );
+    assert_eq!(agg.devices.name(ev.device), "web01.contoso.com");
+    assert_eq!(ev.action, ActionType::InboundConnectionAccepted);
+    assert_eq!(ev.remote_ip, Ip::parse(b"198.51.0.5"));
+    assert_eq!((ev.remote_port, ev.local_port), (Some(40_005), Some(443)));
+    assert_eq!(
+        (ev.protocol, ev.report_id, ev.weight),
+        (Protocol::Tcp, 5, 1)
+    );
+
+    let af = r#""{\"direction\":\"In\",\"orig_bytes\":\"1200\",\"resp_bytes\":34,\"orig_pkts\":\"5\",\"resp_pkts\":\"6\"}""#;
+    let line = typical(6, 1, "SslConnectionInspected", af);
+    let ev = sc.scan_row(line.as_bytes(), &mut agg).expect("handled");
+    assert_eq!(ev.direction, Direction::In);
+    assert_eq!((ev.bytes, ev.packets), (Some(1234), Some(11)));
+
+    let line = typical(
+        7,
+        2,
+        "ConnectionSuccessAggregatedReport",
+        r#"{"uniqueEventsAggregated":17}"#,
+    );
+    let ev = sc
+        .scan_row(line.as_bytes(), &mut agg)
+        .expect("object AdditionalFields handled");
+    assert_eq!(ev.weight, 17);
+    assert_eq!(agg.devices.name(ev.device), "web02.contoso.com");
+}
+
+#[test]
+fn unusual_rows_fall_back() {
+    let mut agg = new_agg();
+    let mut sc = Scanner::new();
+    let cases = [
+        // A nested object holding a key the scanner looks for.
+        r#"{"Timestamp":"2025-12-22T09:55:01Z","DeviceName":"a","ActionType":"ConnectionSuccess","X":{"LocalPort":1},"ReportId":1}"#.to_string(),
+        // Escapes in a needed value.
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":"a\"b","ActionType":"ConnectionSuccess","ReportId":1}}"#),
+        // Storage envelope.
+        format!(r#"{{"time":"{T0}","category":"AdvancedHunting-DeviceNetworkEvents","properties":{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"ConnectionSuccess","ReportId":1}}}}"#),
+        // Truncated line.
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"ConnectionSuccess","ReportId":1"#),
+        // Missing ReportId, bad IP, port out of range, number as device name.
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"ConnectionSuccess"}}"#),
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"X","RemoteIP":"1.2.3","ReportId":1}}"#),
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"X","LocalPort":70000,"ReportId":1}}"#),
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":5,"ActionType":"X","ReportId":1}}"#),
+        // Only one of a byte pair.
+        format!(r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"HttpConnectionInspected","AdditionalFields":"{{\"orig_bytes\":3}}","ReportId":1}}"#),
+    ];
+    for c in &cases {
+        assert_eq!(sc.scan_row(c.as_bytes(), &mut agg), None, "{c}");
+    }
+}
+
+#[test]
+fn key_names_inside_strings_are_not_keys() {
+    let mut agg = new_agg();
+    let line = format!(
+        r#"{{"Note":"\"LocalPort\": 9","Timestamp":"{T0}","DeviceName":"a","ActionType":"InboundConnectionAccepted","AdditionalFields":"{{\"LocalPort\":9}}","LocalPort":"8443","ReportId":-3}}"#
+    );
+    let ev = Scanner::new().scan_row(line.as_bytes(), &mut agg);
+    // The escaped quote in "Note" sends... nothing: it is not a needed value.
+    let ev = ev.expect("handled");
+    assert_eq!((ev.local_port, ev.report_id), (Some(8443), -3));
+    assert_eq!(Ok(Some(ev)), reference_line(line.as_bytes(), &mut agg));
+}
+
+/// Raw JSON snippets for one field, odd ones included.
+fn field() -> impl Strategy<Value = (&'static str, String)> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    prop_oneof![
+        prop::sample::select(s(&[
+            r#""2025-12-22T09:55:01.1234567Z""#,
+            r#""2025-12-22T09:55:01Z""#,
+            r#""2025-12-22 10:55:01+01:00""#,
+            r#""yesterday""#,
+            "null",
+            "17",
+        ]))
+        .prop_map(|v| ("Timestamp", v)),
+        prop::sample::select(s(&[r#""2025-12-22T09:56:00Z""#, "null"]))
+            .prop_map(|v| ("TimeGenerated", v)),
+        prop::sample::select(s(&[
+            r#""web01.contoso.com""#,
+            r#""web02""#,
+            r#""w\u00e9b""#,
+            r#""wéb""#,
+            r#""""#,
+            "null",
+            "3",
+        ]))
+        .prop_map(|v| ("DeviceName", v)),
+        prop::sample::select(s(&[
+            r#""InboundConnectionAccepted""#,
+            r#""ConnectionAttempt""#,
+            r#""SslConnectionInspected""#,
+            r#""IcmpConnectionInspected""#,
+            r#""ConnectionFailedAggregatedReport""#,
+            r#""NewThing""#,
+            "null",
+            "1",
+        ]))
+        .prop_map(|v| ("ActionType", v)),
+        prop::sample::select(s(&[
+            r#""203.0.113.7""#,
+            r#""2001:db8::5""#,
+            r#""::ffff:203.0.113.7""#,
+            r#""""#,
+            r#""1.2.3""#,
+            "null",
+            "5",
+        ]))
+        .prop_map(|v| ("RemoteIP", v)),
+        prop::sample::select(s(&[
+            "443",
+            r#""443""#,
+            r#""0443""#,
+            "null",
+            "70000",
+            "-1",
+            "443.0",
+            r#""x""#,
+            "0"
+        ]))
+        .prop_map(|v| ("LocalPort", v)),
+        prop::sample::select(s(&["50123", r#""50123""#, "null", "1e3"]))
+            .prop_map(|v| ("RemotePort", v)),
+        prop::sample::select(s(&[
+            r#""Tcp""#,
+            r#""udp""#,
+            r#""""#,
+            "null",
+            "6",
+            r#""TcpV4""#
+        ]))
+        .prop_map(|v| ("Protocol", v)),
+        prop::sample::select(s(&[
+            "12",
+            "-7",
+            r#""12""#,
+            "null",
+            "1.5",
+            "01",
+            "9223372036854775807"
+        ]))
+        .prop_map(|v| ("ReportId", v)),
+        prop::sample::select(s(&[
+            "null",
+            r#""""#,
+            r#""{}""#,
+            r#""[]""#,
+            "{}",
+            "[]",
+            r#""{\"direction\":\"In\",\"orig_bytes\":\"10\",\"resp_bytes\":\"20\"}""#,
+            r#""{\"direction\": \"Out\", \"orig_pkts\": 1, \"resp_pkts\": 2}""#,
+            r#"{"direction":"In","orig_bytes":5,"resp_bytes":"6","LocalPort":9}"#,
+            r#"{"nested":{"LocalPort":9}}"#,
+            r#""{\"uniqueEventsAggregated\":42}""#,
+            r#"{"uniqueEventsAggregated":"7"}"#,
+            r#""{\"direction\":\"In\\n\"}""#,
+            r#""{\"orig_bytes\":1}""#,
+            r#""not json""#,
+            "5",
+        ]))
+        .prop_map(|v| ("AdditionalFields", v)),
+        prop::sample::select(s(&[
+            r#""w3wp.exe""#,
+            r#""C:\\Program Files\\x.exe""#,
+            r#""say \"LocalPort\": 1""#,
+            "[1,2]",
+            r#"{"LocalPort":1}"#,
+            "true",
+            "null",
+        ]))
+        .prop_map(|v| ("Extra", v)),
+    ]
+}
+
+fn row() -> impl Strategy<Value = String> {
+    (proptest::collection::vec(field(), 0..14), any::<bool>()).prop_map(|(mut fields, spaced)| {
+        // Duplicate keys are outside the contract (readers differ on which copy wins).
+        let mut seen = std::collections::HashSet::new();
+        fields.retain(|(k, _)| seen.insert(*k));
+        let sep = if spaced { ": " } else { ":" };
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\"{sep}{v}"))
+            .collect();
+        format!("{{{}}}", body.join(if spaced { ", " } else { "," }))
+    })
+}
+
+/// A complete, valid row from the common shapes, so the proptest exercises the fast path a lot.
+fn good_row() -> impl Strategy<Value = String> {
+    (0u64..100_000, 0u32..3, 0usize..4, 0usize..4).prop_map(|(i, d, a, f)| {
+        let action = ["InboundConnectionAccepted", "SslConnectionInspected", "ConnectionSuccessAggregatedReport", "ConnectionAttempt"][a];
+        let af = [
+            "null",
+            r#""{\"direction\":\"In\",\"orig_bytes\":\"10\",\"resp_bytes\":\"20\",\"orig_pkts\":1,\"resp_pkts\":2}""#,
+            r#"{"uniqueEventsAggregated":3,"direction":"Out"}"#,
+            r#""""#,
+        ][f];
+        typical(i, d, action, af)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whenever the scanner handles a line, the reference reads the same event from it.
+    #[test]
+    fn scanner_agrees_with_reference(line in prop_oneof![row(), good_row()]) {
+        let mut agg = new_agg();
+        let fast = Scanner::new().scan_row(line.as_bytes(), &mut agg);
+        if let Some(ev) = fast {
+            prop_assert_eq!(reference_line(line.as_bytes(), &mut agg), Ok(Some(ev)), "{}", line);
+        }
+    }
+
+    #[test]
+    fn good_rows_are_handled(line in good_row()) {
+        let mut agg = new_agg();
+        prop_assert!(Scanner::new().scan_row(line.as_bytes(), &mut agg).is_some(), "{}", line);
+    }
+}
+
+/// A mixed input: typical rows, odd rows, blank lines, CRLF, an envelope of another table.
+fn fixture() -> Vec<u8> {
+    let mut out = Vec::new();
+    let af_in = r#""{\"direction\":\"In\",\"orig_bytes\":\"10\",\"resp_bytes\":\"20\"}""#;
+    for i in 0..3000u64 {
+        let line = match i % 11 {
+            0 => typical(i, (i % 4) as u32, "SslConnectionInspected", af_in),
+            1 => format!(
+                r#"{{"time":"{T0}","category":"AdvancedHunting-DeviceProcessEvents","properties":{{}}}}"#
+            ),
+            2 => typical(
+                i,
+                1,
+                "ConnectionFailedAggregatedReport",
+                r#""{\"uniqueEventsAggregated\":4}""#,
+            ),
+            3 => format!(
+                r#"{{"Timestamp":"{T0}","DeviceName":"web01.contoso.com","ActionType":"InboundConnectionAccepted","RemoteIP":"bad","ReportId":{i}}}"#
+            ),
+            4 => String::new(),
+            5 => format!("{}\r", typical(i, 2, "InboundConnectionAccepted", "null")),
+            6 => format!(
+                r#"{{"time":"{T0}","category":"AdvancedHunting-DeviceNetworkEvents","properties":{}}}"#,
+                typical(i, 3, "InboundConnectionAccepted", "null")
+            ),
+            7 => "not json at all".to_string(),
+            _ => typical(i, (i % 5) as u32, "InboundConnectionAccepted", "null"),
+        };
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn run(data: &[u8], n: usize, max_line: usize) -> (floodwatch_core::Aggregates, Diagnostics, u64) {
+    let mut workers: Vec<Worker> = (0..n).map(|_| Worker::new(new_agg())).collect();
+    let chunk = Chunk {
+        data,
+        source: "f.json",
+        first_line: 1,
+        base_offset: 0,
+    };
+    let lines = aggregate_lines(chunk, &mut workers, max_line, &reference_fallback);
+    let mut aggs = floodwatch_core::Aggregates::empty(BinWidth::FIVE_MINUTES);
+    let mut diag = Diagnostics::default();
+    for w in workers {
+        aggs.merge(w.agg.finish());
+        diag.merge(&w.diag);
+    }
+    (aggs, diag, lines)
+}
+
+#[test]
+fn workers_agree_with_one_thread_and_with_the_reference() {
+    let data = fixture();
+    let (one, d1, lines) = run(&data, 1, 1 << 20);
+    assert_eq!(lines, 3000);
+    assert_eq!(
+        one.stats.events, 1908,
+        "3000 lines less 4 x 273 skipped or blank"
+    );
+    for n in 2..=4 {
+        let (many, dn, ln) = run(&data, n, 1 << 20);
+        assert_eq!(ln, lines);
+        assert_eq!(many.stats, one.stats, "{n} workers");
+        // Every field but `top`: Space-Saving's merge is exact only while a bin has at most
+        // m (32) sources, and these bins have more, so its tail legitimately depends on the split.
+        let (a, b) = (many.by_name(), one.by_name());
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "{n} workers"
+        );
+        for (k, v) in &b {
+            let mut w = a[k].clone();
+            w.top = v.top.clone();
+            assert_eq!(&w, *v, "{n} workers, bin {k:?}");
+            if v.sources.distinct_u64() <= 32 {
+                assert_eq!(a[k].top, v.top, "{n} workers, bin {k:?}: exact regime");
+            }
+        }
+        assert_eq!(dn, d1, "{n} workers");
+    }
+    // Everything through the reference alone gives the same aggregates and skips.
+    let mut agg = new_agg();
+    let mut diag = Diagnostics::default();
+    for (i, line) in data.split(|&c| c == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let loc = Location {
+            source: "f.json".into(),
+            line: Some(i as u64 + 1),
+            offset: None,
+        };
+        reference_fallback(line, loc, &mut agg, &mut diag);
+    }
+    let reference = agg.finish();
+    assert_eq!(reference.by_name(), one.by_name());
+    assert_eq!(reference.stats, one.stats);
+    assert_eq!(diag.skipped, d1.skipped);
+    assert_eq!(diag.records_read, d1.records_read);
+    assert_eq!(d1.count(SkipReason::OtherTable), 273);
+    assert_eq!(d1.count(SkipReason::BadIp), 273);
+    // The first example is line 2 (other table), at its real line and byte offset.
+    let first = &d1.examples[0];
+    assert_eq!(first.location.line, Some(2));
+    let off = data.iter().position(|&c| c == b'\n').unwrap() as u64 + 1;
+    assert_eq!(first.location.offset, Some(off));
+}
+
+#[test]
+fn skip_locations_are_absolute_in_every_part() {
+    let data = fixture();
+    for n in [1, 3] {
+        let (_, d, _) = run(&data, n, 1 << 20);
+        // Examples are the first ten by location, whichever worker saw them.
+        let lines: Vec<u64> = d.examples.iter().filter_map(|e| e.location.line).collect();
+        assert_eq!(
+            lines,
+            vec![2, 4, 8, 13, 15, 19, 24, 26, 30, 35],
+            "{n} workers"
+        );
+    }
+    // A part boundary falls mid-file with 3 workers: a skip there keeps its true line.
+    let (_, d, _) = run(&data, 3, 100);
+    assert!(d.count(SkipReason::TooLong) > 2000);
+    assert_eq!(d.examples[0].location.line, Some(1));
+    assert_eq!(d.records_read, run(&data, 1, 100).1.records_read);
+}
