@@ -185,7 +185,7 @@ fn typical_rows_take_the_fast_path() {
     let ev = sc.scan_row(line.as_bytes(), &mut agg).expect("handled");
     assert_eq!(
         ev.ts,
-        parse_rfc3339(b"2025-12-22T00:00:05.0000035Z").unwrap()
+        parse_rfc3339(b"2025-12-22T00:00:05.0000035Z").expect("valid")
     );
     assert_eq!(agg.devices.name(ev.device), "web01.contoso.com");
     assert_eq!(ev.action, ActionType::InboundConnectionAccepted);
@@ -521,7 +521,7 @@ fn workers_agree_with_one_thread_and_with_the_reference() {
     // The first example is line 2 (other table), at its real line and byte offset.
     let first = &d1.examples[0];
     assert_eq!(first.location.line, Some(2));
-    let off = data.iter().position(|&c| c == b'\n').unwrap() as u64 + 1;
+    let off = data.iter().position(|&c| c == b'\n').expect("lines") as u64 + 1;
     assert_eq!(first.location.offset, Some(off));
 }
 
