@@ -158,9 +158,10 @@ fn the_literal_query_answers_another_question() {
     let lit = literal(&d.events, now);
     // It counts the server's own outbound calls (3 per bin, to 3 destinations), flags every bin
     // of the last hour because "> avg(1) + 5*stdev(1)" means "> 1", and repeats each row once per
-    // baseline bin (276 + the inclusive end).
+    // baseline bin that saw outbound HTTPS (bins 0..=274: data starts at T0, and bin 275's calls
+    // come 100 s after `now - 1h`).
     let attack_rows = lit.iter().filter(|r| r.0 == attack).count();
-    assert_eq!(attack_rows, 277, "one row per matching baseline bin");
+    assert_eq!(attack_rows, 275, "one row per matching baseline bin");
     assert!(
         lit.iter().all(|r| r.2 == 3 && r.3 == 3),
         "only outbound calls are counted"
