@@ -8,6 +8,7 @@
 //! Rules read event-time bins only; "now" is always a parameter, never the wall clock.
 
 pub mod alert;
+pub mod floodwatch;
 pub mod seed;
 
 pub use alert::{Alert, BaselineInfo, Confidence, RuleName, Severity, TopSource, Vector};

@@ -1,0 +1,415 @@
+//! The multi-device detector: one [`DeviceState`] per device name, fed one bin at a time.
+//!
+//! Each bin is handled in three steps: every device assesses it alone; devices rising together
+//! (carpet bombing) are looked at across the fleet; then each device's outcome is decided
+//! (alert, suppression, confidence) and committed. A streaming service calls
+//! [`Detector::observe_bin`] as bins close; batch [`super::run`] drives it over a file.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use floodwatch_core::{BinAgg, BinWidth};
+
+use super::config::{CompiledWindows, FloodwatchConfig};
+use super::device::{Assessment, DeviceState, GroupEval};
+use crate::alert::{Alert, BaselineInfo, Confidence, RuleName, Severity, TopSource, Vector};
+
+/// How many top sources an alert lists.
+pub const TOP_SOURCES: usize = 10;
+
+/// An alert with what the incident builder needs to know about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    pub alert: Alert,
+    pub bin: i64,
+    /// Raised (also) as part of a fleet-wide rise.
+    pub carpet: bool,
+}
+
+/// The serializable part of a [`Detector`]: every device's state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectorState {
+    pub devices: BTreeMap<String, DeviceState>,
+}
+
+/// floodwatch's detector over a fleet of devices.
+#[derive(Clone, Debug)]
+pub struct Detector {
+    cfg: FloodwatchConfig,
+    windows: CompiledWindows,
+    width: BinWidth,
+    pub state: DetectorState,
+}
+
+fn fmt_n(x: f64) -> String {
+    let r = x.round();
+    if (x - r).abs() > 1e-9 && x.abs() < 100.0 {
+        return format!("{x:.1}");
+    }
+    let s = format!("{}", r.abs() as u64);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if r < 0.0 { format!("-{out}") } else { out }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
+}
+
+impl Detector {
+    /// Validates `cfg`; errors name the bad field.
+    pub fn new(cfg: &FloodwatchConfig, width: BinWidth) -> Result<Self, String> {
+        cfg.validate()?;
+        Ok(Detector {
+            windows: cfg.compile_windows()?,
+            cfg: cfg.clone(),
+            width,
+            state: DetectorState::default(),
+        })
+    }
+
+    /// Like [`Detector::new`] for a configuration that did not validate: windows that do not
+    /// compile are dropped, other values are used as given.
+    pub fn lenient(cfg: &FloodwatchConfig, width: BinWidth) -> Self {
+        Detector {
+            windows: cfg.compile_windows().unwrap_or_default(),
+            cfg: cfg.clone(),
+            width,
+            state: DetectorState::default(),
+        }
+    }
+
+    /// Resumes from saved state.
+    pub fn with_state(mut self, state: DetectorState) -> Self {
+        self.state = state;
+        self
+    }
+
+    pub fn config(&self) -> &FloodwatchConfig {
+        &self.cfg
+    }
+
+    /// Scores one closed bin of every device that has traffic in it (or is between its first
+    /// and last event: pass an empty [`BinAgg`] for idle bins). Returns the alerts raised, also
+    /// the suppressed ones.
+    pub fn observe_bin(&mut self, bin: i64, devices: &[(&str, &BinAgg)]) -> Vec<Scored> {
+        let per_day = self.width.per_day();
+        let cfg = &self.cfg;
+        let assessed: Vec<(&str, &BinAgg, Assessment)> = devices
+            .iter()
+            .map(|&(name, agg)| {
+                let a = match self.state.devices.get(name) {
+                    Some(s) => s.assess(bin, agg, cfg, per_day),
+                    None => DeviceState::new(cfg, per_day).assess(bin, agg, cfg, per_day),
+                };
+                (name, agg, a)
+            })
+            .collect();
+        let rising = assessed.iter().filter(|x| x.2.moderate()).count();
+        let carpet = rising >= cfg.carpet_min_devices as usize;
+        let mut out = Vec::new();
+        for (name, agg, a) in assessed {
+            let state = self
+                .state
+                .devices
+                .entry(name.to_owned())
+                .or_insert_with(|| DeviceState::new(cfg, per_day));
+            let by_carpet = carpet && a.moderate();
+            let alert = (a.triggered() || by_carpet).then(|| {
+                build_alert(
+                    cfg,
+                    &self.windows,
+                    self.width,
+                    name,
+                    agg,
+                    &a,
+                    state.streak(),
+                    by_carpet.then_some(rising),
+                )
+            });
+            let unsuppressed = alert.as_ref().is_some_and(|al| !al.suppressed);
+            state.commit(&a, agg, alert.is_some(), unsuppressed, cfg, per_day);
+            if let Some(alert) = alert {
+                out.push(Scored {
+                    alert,
+                    bin,
+                    carpet: by_carpet,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Which groups to name, and the label: the group carrying most of the excess, or `mixed`.
+fn label<'a>(cfg: &FloodwatchConfig, a: &'a Assessment, carpet: bool) -> (Vector, Vec<&'a GroupEval>) {
+    let mut alerting: Vec<&GroupEval> = a
+        .groups
+        .iter()
+        .filter(|g| g.triggered() || (carpet && g.moderate))
+        .collect();
+    alerting.sort_by(|x, y| y.excess().total_cmp(&x.excess()));
+    let total: f64 = a.groups.iter().map(GroupEval::excess).sum();
+    match alerting.first() {
+        Some(top) if total <= 0.0 || top.excess() / total >= cfg.mixed_share => {
+            (top.group.vector(), vec![top])
+        }
+        Some(_) => (Vector::Mixed, alerting),
+        None => (Vector::Mixed, alerting),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_alert(
+    cfg: &FloodwatchConfig,
+    windows: &CompiledWindows,
+    width: BinWidth,
+    device: &str,
+    agg: &BinAgg,
+    a: &Assessment,
+    streak: u32,
+    carpet_devices: Option<usize>,
+) -> Alert {
+    let time = width.start(a.bin);
+    let (vector, groups) = label(cfg, a, carpet_devices.is_some());
+    let primary = groups[0];
+    let cold = a.baseline.kind == super::baseline::BaselineKind::Cold;
+    let observed: f64 = groups.iter().map(|g| g.observed).sum();
+    let expected: f64 = groups.iter().map(|g| g.expected).sum();
+    let excess: f64 = groups.iter().map(|g| g.excess()).sum::<f64>().max(1.0);
+    let inbound = a.inbound.max(1) as f64;
+    let mut reasons = Vec::new();
+
+    // Volume.
+    for g in &groups {
+        if cold {
+            reasons.push(format!(
+                "no baseline yet ({} bins of history < warm-up {}): {} {} connections >= {}, {} distinct sources >= {}, {:.2} prefixes per source >= {:.2}",
+                a.history_bins,
+                cfg.warmup_bins,
+                fmt_n(g.observed),
+                g.group.as_str(),
+                fmt_n(g.threshold),
+                fmt_n(g.sources as f64),
+                fmt_n(cfg.cold_min_sources as f64),
+                a.prefix_spread,
+                cfg.cold_min_prefix_spread
+            ));
+        } else {
+            reasons.push(format!(
+                "{} {} connections vs baseline {} ({:.1}x); one-bin threshold {} = max({:.1}x baseline, baseline + {:.1} x spread {}, baseline + {})",
+                fmt_n(g.observed),
+                g.group.as_str(),
+                fmt_n(g.expected),
+                g.ratio(),
+                fmt_n(g.threshold),
+                g.ratio_used,
+                cfg.z_threshold,
+                fmt_n(g.spread),
+                fmt_n(cfg.min_excess)
+            ));
+        }
+        if g.cusum_alarm {
+            reasons.push(format!(
+                "slow-rise test: CUSUM of relative {} excess {:.2} >= {:.2} (allowance {:.2} per bin)",
+                g.group.as_str(),
+                g.cusum,
+                cfg.cusum_h,
+                cfg.cusum_k
+            ));
+        }
+    }
+    if let Some(n) = carpet_devices {
+        reasons.push(format!(
+            "carpet bombing: {n} devices rose >= {:.1}x with mostly new sources in this bin (>= {} needed)",
+            cfg.carpet_rate_ratio, cfg.carpet_min_devices
+        ));
+    }
+    // Sources.
+    let base_sources = a.baseline.metric[super::baseline::SOURCES].median;
+    if !cold {
+        reasons.push(format!(
+            "{} distinct sources vs baseline {} ({:.1}x)",
+            fmt_n(a.sources as f64),
+            fmt_n(base_sources),
+            a.sources as f64 / base_sources.max(1.0)
+        ));
+    }
+    let new_ratio = primary.novelty.source_share();
+    if let Some(share) = new_ratio {
+        reasons.push(format!(
+            "{} of sampled {} sources ({} of their connections) never seen on this device in {} days; {} of the excess from new sources (attack needs >= {})",
+            pct(share),
+            primary.group.as_str(),
+            pct(primary.novelty.conn_share().unwrap_or(0.0)),
+            cfg.novelty_days,
+            pct(primary.novel_excess),
+            pct(cfg.novel_share)
+        ));
+    }
+    reasons.push(format!(
+        "sources spread over {:.2} /24 (/48) prefixes per source",
+        a.prefix_spread
+    ));
+    if let Some(cv) = primary.rate_cv {
+        reasons.push(format!(
+            "per-source rate coefficient of variation {cv:.2} ({})",
+            if cv <= 1.0 {
+                "uniform, bot-like"
+            } else {
+                "varied, people-like"
+            }
+        ));
+    }
+    let top = agg.top.top(TOP_SOURCES);
+    let top1 = top.first().map(|t| (t.0, t.1)).filter(|t| t.1 > 0);
+    if let Some((ip, c)) = top1 {
+        reasons.push(format!(
+            "top source {ip} made {} connections, {} of the excess (single-source threshold {})",
+            fmt_n(c as f64),
+            pct((c as f64 / excess).min(1.0)),
+            pct(cfg.single_source_share)
+        ));
+    }
+    let persistence = streak + 1;
+    if persistence >= 2 {
+        reasons.push(format!("persistent: {persistence} consecutive alert bins"));
+    }
+
+    // Suppression, most specific first.
+    let few_sources = groups.iter().all(|g| g.sources < cfg.min_sources);
+    let suppression = if let Some(r) = windows.reason(device, time) {
+        Some(r)
+    } else if agg.allowed as f64 >= cfg.allowed_share * excess {
+        Some(format!(
+            "load test from allow-listed sources: {} of {} inbound connections ({}) came from allow-listed sources, >= {} of the excess",
+            fmt_n(agg.allowed as f64),
+            fmt_n(inbound),
+            pct(agg.allowed as f64 / inbound),
+            pct(cfg.allowed_share)
+        ))
+    } else if let Some((ip, c)) =
+        top1.filter(|t| few_sources || t.1 as f64 >= cfg.single_source_share * excess)
+    {
+        Some(format!(
+            "single-source surge: {ip} made {} connections ({} of the excess; {} distinct sources): a monitor or scanner, not a distributed attack",
+            fmt_n(c as f64),
+            pct((c as f64 / excess).min(1.0)),
+            fmt_n(primary.sources as f64)
+        ))
+    } else if few_sources {
+        Some(format!(
+            "only {} distinct sources (< {}): not a distributed attack",
+            primary.sources, cfg.min_sources
+        ))
+    } else if !cold && primary.novel_excess < cfg.novel_share {
+        Some(format!(
+            "flash crowd: only {} of the excess came from new sources (< {}); the surge is mostly returning sources",
+            pct(primary.novel_excess),
+            pct(cfg.novel_share)
+        ))
+    } else {
+        None
+    };
+
+    // Confidence: count independent signals.
+    let ratio_to_threshold = groups
+        .iter()
+        .map(|g| g.observed / g.threshold.max(1.0))
+        .fold(0.0, f64::max);
+    let mut points = 0;
+    points += (ratio_to_threshold >= 2.0) as u32;
+    points += new_ratio.is_some_and(|s| s >= 0.8) as u32;
+    points += (persistence >= cfg.persistence_bins) as u32;
+    points += (!cold && a.sources as f64 >= 3.0 * base_sources.max(1.0)) as u32;
+    points += primary.rate_cv.is_some_and(|cv| cv <= 1.0) as u32;
+    points += (a.prefix_spread >= 0.5) as u32;
+    points += groups.iter().any(|g| g.cusum_alarm) as u32;
+    let confidence = if points >= 4 && (persistence >= cfg.persistence_bins || points >= 5) {
+        Confidence::High
+    } else if points >= 2 {
+        Confidence::Medium
+    } else {
+        Confidence::Low
+    };
+    let severity = if suppression.is_some() {
+        Severity::Informational
+    } else if confidence == Confidence::High && ratio_to_threshold >= 2.0 {
+        Severity::High
+    } else if confidence >= Confidence::Medium || ratio_to_threshold >= 2.0 {
+        Severity::Medium
+    } else {
+        Severity::Low
+    };
+
+    let (request_count, unique, bytes) = if groups.len() == 1 {
+        (
+            primary.observed as u64,
+            primary.sources,
+            primary.group.bytes(agg),
+        )
+    } else {
+        let bytes: Vec<u64> = groups.iter().filter_map(|g| g.group.bytes(agg)).collect();
+        (
+            observed as u64,
+            a.sources,
+            (!bytes.is_empty()).then(|| bytes.iter().sum()),
+        )
+    };
+    let threshold: f64 = groups.iter().map(|g| g.threshold).sum();
+    let spread = groups.iter().map(|g| g.spread).fold(0.0, f64::max);
+    Alert {
+        time_generated: time,
+        device_name: device.to_owned(),
+        request_count,
+        unique_source_ips: unique,
+        total_bytes: bytes,
+        attack_confidence: confidence,
+        rule: RuleName::Floodwatch,
+        vector: Some(vector),
+        vector_share: Some((observed / inbound).min(1.0)),
+        severity,
+        reasons,
+        baseline: Some(BaselineInfo {
+            method: a.baseline.method(),
+            expected,
+            spread,
+            threshold,
+            bins: a.baseline.points() as u64,
+        }),
+        new_source_ratio: new_ratio,
+        top_sources: top
+            .into_iter()
+            .map(|(ip, count, _)| TopSource {
+                ip: ip.to_string(),
+                count,
+            })
+            .collect(),
+        mitre_techniques: vector.mitre().iter().map(|s| s.to_string()).collect(),
+        suppressed: suppression.is_some(),
+        suppression_reason: suppression,
+        incident_id: None,
+    }
+}
+
+/// Last bin scored per device, for "ongoing at the end of data".
+pub type LastBins = HashMap<String, i64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(fmt_n(1234567.0), "1,234,567");
+        assert_eq!(fmt_n(12.25), "12.2");
+        assert_eq!(fmt_n(100.0), "100");
+        assert_eq!(pct(0.456), "46%");
+    }
+}

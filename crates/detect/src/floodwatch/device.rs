@@ -1,0 +1,409 @@
+//! One device's detector state and the per-bin evidence it computes.
+//!
+//! [`DeviceState`] is the streaming unit: bins arrive in time order, [`DeviceState::assess`]
+//! scores one against the device's own history (pure: nothing changes), and
+//! [`DeviceState::commit`] records the outcome (history, flag, novelty, CUSUM). Splitting the two
+//! lets the caller look across devices in between (carpet bombing). All state is serde-
+//! serializable and bounded: `baseline_days` of small per-bin records, at most
+//! `max_history_sources` source hashes, four CUSUM sums.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use floodwatch_core::{BinAgg, Class, SourceSketch};
+
+use super::baseline::{Baseline, BaselineKind, BinRecord, History, INBOUND, SOURCES};
+use super::config::FloodwatchConfig;
+use super::novelty::{Novelty, SourceHistory};
+use crate::alert::Vector;
+
+/// The traffic a flood vector is measured on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Group {
+    /// Inbound connections accepted on web ports.
+    Web = 0,
+    /// Inbound SYNs plus inbound failed connections: a SYN flood shows as both.
+    Syn = 1,
+    Udp = 2,
+    Icmp = 3,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [Group::Web, Group::Syn, Group::Udp, Group::Icmp];
+
+    /// Connections of this group in a bin.
+    pub fn count(self, b: &BinAgg) -> u64 {
+        match self {
+            Group::Web => b.class(Class::Web).count,
+            Group::Syn => b.class(Class::Syn).count + b.class(Class::Failed).count,
+            Group::Udp => b.class(Class::Udp).count,
+            Group::Icmp => b.class(Class::Icmp).count,
+        }
+    }
+
+    /// The group's source sample (SYN and failed merged).
+    pub fn sketch(self, b: &BinAgg) -> Cow<'_, SourceSketch> {
+        match self {
+            Group::Web => Cow::Borrowed(&b.class(Class::Web).sources),
+            Group::Syn => {
+                let mut s = b.class(Class::Syn).sources.clone();
+                s.merge(&b.class(Class::Failed).sources);
+                Cow::Owned(s)
+            }
+            Group::Udp => Cow::Borrowed(&b.class(Class::Udp).sources),
+            Group::Icmp => Cow::Borrowed(&b.class(Class::Icmp).sources),
+        }
+    }
+
+    /// Bytes of the group's inspected sessions; `None` when no row carried counters.
+    pub fn bytes(self, b: &BinAgg) -> Option<u64> {
+        let classes: &[Class] = match self {
+            Group::Web => &[Class::Web],
+            Group::Syn => &[Class::Syn, Class::Failed],
+            Group::Udp => &[Class::Udp],
+            Group::Icmp => &[Class::Icmp],
+        };
+        let metered: u64 = classes.iter().map(|&c| b.class(c).metered).sum();
+        (metered > 0).then(|| classes.iter().map(|&c| b.class(c).bytes).sum())
+    }
+
+    pub fn vector(self) -> Vector {
+        match self {
+            Group::Web => Vector::HttpsFlood,
+            Group::Syn => Vector::SynFlood,
+            Group::Udp => Vector::UdpFlood,
+            Group::Icmp => Vector::IcmpFlood,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Web => "web",
+            Group::Syn => "SYN/failed",
+            Group::Udp => "UDP",
+            Group::Icmp => "ICMP",
+        }
+    }
+}
+
+/// The evidence about one group in one bin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupEval {
+    pub group: Group,
+    pub observed: f64,
+    /// Baseline expected value (0 when cold).
+    pub expected: f64,
+    /// Effective spread: scaled MAD, floored by `spread_floor x expected` and Poisson noise.
+    pub spread: f64,
+    /// One-bin threshold (cold: `cold_min_count`).
+    pub threshold: f64,
+    /// The rate multiple used for `threshold`.
+    pub ratio_used: f64,
+    /// Distinct sources of the group.
+    pub sources: u64,
+    pub novelty: Novelty,
+    /// Share of the excess connections that came from new sources, 0..1 (cold: the share of
+    /// connections from new sources).
+    pub novel_excess: f64,
+    /// CUSUM after this bin.
+    pub cusum: f64,
+    /// Coefficient of variation of per-source connection counts in the sample.
+    pub rate_cv: Option<f64>,
+    pub one_bin: bool,
+    pub cusum_alarm: bool,
+    /// Rose at least `carpet_rate_ratio` with mostly new sources: a carpet-bombing candidate.
+    pub moderate: bool,
+    /// Cold device: absolute evidence met.
+    pub cold_hit: bool,
+}
+
+impl GroupEval {
+    pub fn excess(&self) -> f64 {
+        (self.observed - self.expected).max(0.0)
+    }
+
+    pub fn ratio(&self) -> f64 {
+        self.observed / self.expected.max(1.0)
+    }
+
+    pub fn triggered(&self) -> bool {
+        self.one_bin || self.cusum_alarm || self.cold_hit
+    }
+}
+
+/// The evidence about one device in one bin; see [`DeviceState::assess`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    pub bin: i64,
+    pub baseline: Baseline,
+    pub groups: Vec<GroupEval>,
+    /// Distinct inbound sources (all classes).
+    pub sources: u64,
+    /// Distinct /24 (/48) prefixes per distinct source.
+    pub prefix_spread: f64,
+    /// Novelty of all inbound sources.
+    pub novelty: Novelty,
+    /// Clean bins of history.
+    pub history_bins: usize,
+    pub inbound: u64,
+}
+
+impl Assessment {
+    /// Groups that raised an alert on their own.
+    pub fn triggered(&self) -> bool {
+        self.groups.iter().any(GroupEval::triggered)
+    }
+
+    pub fn moderate(&self) -> bool {
+        self.groups.iter().any(|g| g.moderate)
+    }
+}
+
+/// Streaming state of one device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    history: History,
+    sources: SourceHistory,
+    cusum: [f64; 4],
+    /// Consecutive bins with an unsuppressed alert, up to the last committed bin.
+    streak: u32,
+    /// Last bin at which old sources were expired.
+    last_expiry: i64,
+}
+
+/// Per-source rate uniformity: bots send alike, people do not.
+fn rate_cv(sample: &SourceSketch) -> Option<f64> {
+    let counts: Vec<f64> = sample.canonical().iter().map(|e| e.1 as f64).collect();
+    if counts.len() < 10 {
+        return None;
+    }
+    let n = counts.len() as f64;
+    let mean = counts.iter().sum::<f64>() / n;
+    let var = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean > 0.0).then(|| var.sqrt() / mean)
+}
+
+impl DeviceState {
+    pub fn new(cfg: &FloodwatchConfig, per_day: i64) -> Self {
+        DeviceState {
+            history: History::new(cfg.baseline_days, per_day),
+            sources: SourceHistory::new(cfg.max_history_sources as usize),
+            cusum: [0.0; 4],
+            streak: 0,
+            last_expiry: i64::MIN,
+        }
+    }
+
+    /// Consecutive unsuppressed alert bins up to the last committed bin.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    /// The bin after the last committed one.
+    pub fn next_bin(&self) -> Option<i64> {
+        self.history.next_bin()
+    }
+
+    /// Source hashes remembered.
+    pub fn remembered_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Scores `bin` against this device's history. Changes nothing.
+    pub fn assess(
+        &self,
+        bin: i64,
+        agg: &BinAgg,
+        cfg: &FloodwatchConfig,
+        per_day: i64,
+    ) -> Assessment {
+        let baseline = self.history.baseline(bin, per_day, cfg);
+        let cold = baseline.kind == BaselineKind::Cold;
+        let sources = agg.sources.distinct();
+        let prefix_spread = if sources > 0.0 {
+            (agg.prefixes.distinct() / sources).min(1.0)
+        } else {
+            0.0
+        };
+        let base_new = baseline.new_share.unwrap_or(0.0);
+        // The cold test needs no CUSUM; elsewhere an idle gap lets the sums decay.
+        let gap = self
+            .history
+            .next_bin()
+            .map(|n| (bin - n).max(0) as f64)
+            .unwrap_or(0.0);
+        let groups = Group::ALL
+            .iter()
+            .map(|&g| {
+                let observed = g.count(agg) as f64;
+                let sketch = g.sketch(agg);
+                let novelty = self.sources.novelty(&sketch);
+                let group_sources = sketch.distinct_u64();
+                let conn_new = novelty.conn_share().unwrap_or(0.0);
+                let m = baseline.metric[g as usize];
+                let expected = if cold { 0.0 } else { m.median };
+                let spread = m
+                    .spread
+                    .max(cfg.spread_floor * expected)
+                    .max(expected.sqrt())
+                    .max(1.0);
+                let excess = observed - expected;
+                let novel_excess = if cold {
+                    conn_new
+                } else if excess > 0.0 {
+                    ((conn_new * observed - base_new * expected) / excess).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                let novel = novel_excess >= cfg.novel_share;
+                let ratio_used = if novel {
+                    cfg.novel_rate_ratio
+                } else {
+                    cfg.rate_ratio
+                };
+                let threshold = if cold {
+                    cfg.cold_min_count as f64
+                } else {
+                    (expected * ratio_used)
+                        .max(expected + cfg.z_threshold * spread)
+                        .max(expected + cfg.min_excess)
+                };
+                let rate_cv = rate_cv(&sketch);
+                let mut cusum = self.cusum[g as usize];
+                let mut cusum_alarm = false;
+                let mut moderate = false;
+                let mut cold_hit = false;
+                let one_bin;
+                if cold {
+                    one_bin = false;
+                    cusum = 0.0;
+                    cold_hit = observed >= threshold
+                        && group_sources >= cfg.cold_min_sources
+                        && prefix_spread >= cfg.cold_min_prefix_spread;
+                } else {
+                    one_bin = observed >= threshold;
+                    cusum = (cusum - gap * cfg.cusum_k).max(0.0);
+                    let y = (excess / expected.max(cfg.min_excess)).min(4.0);
+                    cusum = (cusum + y - cfg.cusum_k).clamp(0.0, 2.0 * cfg.cusum_h);
+                    let elevated = excess >= 2.0 * spread && excess >= cfg.min_excess / 2.0;
+                    cusum_alarm = cusum >= cfg.cusum_h
+                        && elevated
+                        && novel
+                        && group_sources >= cfg.min_sources;
+                    moderate = observed >= expected * cfg.carpet_rate_ratio
+                        && excess >= cfg.z_threshold / 2.0 * spread
+                        && excess >= cfg.min_excess / 2.0
+                        && novel
+                        && group_sources >= cfg.min_sources;
+                }
+                GroupEval {
+                    group: g,
+                    observed,
+                    expected,
+                    spread,
+                    threshold,
+                    ratio_used,
+                    sources: group_sources,
+                    novelty,
+                    novel_excess,
+                    cusum,
+                    rate_cv,
+                    one_bin,
+                    cusum_alarm,
+                    moderate,
+                    cold_hit,
+                }
+            })
+            .collect();
+        Assessment {
+            bin,
+            baseline,
+            groups,
+            sources: sources.round() as u64,
+            prefix_spread,
+            novelty: self.sources.novelty(&agg.sources),
+            history_bins: self.history.len(),
+            inbound: agg.inbound(),
+        }
+    }
+
+    /// Records the outcome of `bin`: `flagged` bins (any alert) stay out of baselines and their
+    /// sources out of the novelty history (else an attack's second bin would look like
+    /// returning visitors); `unsuppressed` extends the persistence streak.
+    pub fn commit(
+        &mut self,
+        a: &Assessment,
+        agg: &BinAgg,
+        flagged: bool,
+        unsuppressed: bool,
+        cfg: &FloodwatchConfig,
+        per_day: i64,
+    ) {
+        let mut rec = BinRecord::default();
+        for g in &a.groups {
+            rec.v[g.group as usize] = g.observed as f32;
+        }
+        rec.v[INBOUND] = a.inbound as f32;
+        rec.v[SOURCES] = a.sources as f32;
+        rec.new_share = a.novelty.conn_share().map(|s| s as f32);
+        rec.flagged = flagged;
+        if let Some(next) = self.history.next_bin() {
+            if a.bin > next {
+                // Idle bins in between break a streak.
+                self.streak = 0;
+            }
+        }
+        if !self.history.push(a.bin, rec) {
+            return;
+        }
+        for g in &a.groups {
+            self.cusum[g.group as usize] = g.cusum;
+        }
+        self.streak = if unsuppressed { self.streak + 1 } else { 0 };
+        if !flagged {
+            self.sources.insert(&agg.sources, a.bin);
+        }
+        let hour = (per_day / 24).max(1);
+        if self.last_expiry == i64::MIN || a.bin.saturating_sub(self.last_expiry) >= hour {
+            self.last_expiry = a.bin;
+            self.sources
+                .expire(a.bin - cfg.novelty_days as i64 * per_day);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_cv_tells_uniform_from_heavy_tailed() {
+        let mut uniform = SourceSketch::new(256);
+        let mut skewed = SourceSketch::new(256);
+        for i in 0..100u64 {
+            uniform.insert_hash(floodwatch_core::hash::mix64(i + 1), 5);
+            let w = if i < 5 { 400 } else { 1 };
+            skewed.insert_hash(floodwatch_core::hash::mix64(i + 1), w);
+        }
+        assert_eq!(rate_cv(&uniform), Some(0.0));
+        assert!(rate_cv(&skewed).unwrap() > 3.0);
+        let few = SourceSketch::new(256);
+        assert_eq!(rate_cv(&few), None);
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let cfg = FloodwatchConfig::default();
+        let mut s = DeviceState::new(&cfg, 288);
+        let mut agg = BinAgg::default();
+        for b in 0..20 {
+            let a = s.assess(b, &agg, &cfg, 288);
+            s.commit(&a, &agg, b == 7, false, &cfg, 288);
+            agg.rows += 1;
+        }
+        let j = serde_json::to_string(&s).unwrap();
+        let back: DeviceState = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+}

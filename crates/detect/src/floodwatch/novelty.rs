@@ -1,0 +1,279 @@
+//! "Never seen on this device before": a bounded, mergeable history of source hashes.
+//!
+//! A bin only keeps a *sample* of its sources (the bottom-k hashes of a [`SourceSketch`]), so
+//! the history must be a sample of the same kind or the two disagree: a returning source that
+//! fell outside an earlier bin's sample would look new. The history therefore keeps every source
+//! hash at or below a threshold `tau`, and `tau` only ever goes down:
+//! - inserting a saturated bin sample lowers `tau` to that sample's largest hash (above it the
+//!   bin's sources are unknown);
+//! - exceeding `max_sources` lowers `tau` so that three quarters of the entries remain (the
+//!   smallest hashes, so the sample stays uniform).
+//!
+//! Below `tau` the history is complete, so a bin's sample entry with hash `<= tau` is new exactly
+//! when it is absent. Entries expire `novelty_days` after they were last seen. Memory is
+//! `O(max_sources)` per device.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use floodwatch_core::SourceSketch;
+
+/// What a bin's sample says about novelty.
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Novelty {
+    /// Sample entries that could be checked (hash within the history's threshold).
+    pub checked: u64,
+    /// Of those, never seen before.
+    pub new: u64,
+    /// Connections of the checked entries.
+    pub checked_conns: u64,
+    /// Connections of the new entries.
+    pub new_conns: u64,
+}
+
+impl Novelty {
+    /// Share of sources never seen before; `None` when nothing could be checked.
+    pub fn source_share(&self) -> Option<f64> {
+        (self.checked > 0).then(|| self.new as f64 / self.checked as f64)
+    }
+
+    /// Share of connections from sources never seen before; `None` when nothing was checked.
+    pub fn conn_share(&self) -> Option<f64> {
+        (self.checked_conns > 0).then(|| self.new_conns as f64 / self.checked_conns as f64)
+    }
+}
+
+/// Per-device history: source hash -> last bin it was seen in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "HistoryRepr", from = "HistoryRepr")]
+pub struct SourceHistory {
+    tau: u64,
+    max_sources: usize,
+    seen: HashMap<u64, i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HistoryRepr {
+    tau: u64,
+    max_sources: usize,
+    /// (hash, last bin), ascending by hash, so the serialized form is deterministic.
+    seen: Vec<(u64, i64)>,
+}
+
+impl From<SourceHistory> for HistoryRepr {
+    fn from(h: SourceHistory) -> Self {
+        let mut seen: Vec<(u64, i64)> = h.seen.into_iter().collect();
+        seen.sort_unstable();
+        HistoryRepr {
+            tau: h.tau,
+            max_sources: h.max_sources,
+            seen,
+        }
+    }
+}
+
+impl From<HistoryRepr> for SourceHistory {
+    fn from(r: HistoryRepr) -> Self {
+        let mut h = SourceHistory::new(r.max_sources);
+        h.tau = r.tau;
+        h.seen = r.seen.into_iter().filter(|e| e.0 <= r.tau).collect();
+        h.cap();
+        h
+    }
+}
+
+impl SourceHistory {
+    pub fn new(max_sources: usize) -> Self {
+        SourceHistory {
+            tau: u64::MAX,
+            max_sources: max_sources.max(16),
+            seen: HashMap::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// The hash threshold: sources with larger hashes are not tracked.
+    pub fn tau(&self) -> u64 {
+        self.tau
+    }
+
+    /// Novelty of a bin's (or one class's) sample against the history.
+    pub fn novelty(&self, sample: &SourceSketch) -> Novelty {
+        let mut n = Novelty::default();
+        for (h, c) in sample.canonical() {
+            if h > self.tau {
+                // Canonical entries ascend by hash: nothing further can be checked.
+                break;
+            }
+            n.checked += 1;
+            n.checked_conns += c as u64;
+            if !self.seen.contains_key(&h) {
+                n.new += 1;
+                n.new_conns += c as u64;
+            }
+        }
+        n
+    }
+
+    /// Remembers a bin's sources as seen in `bin`.
+    pub fn insert(&mut self, sample: &SourceSketch, bin: i64) {
+        let canon = sample.canonical();
+        if sample.is_saturated() {
+            if let Some(&(largest, _)) = canon.last() {
+                self.lower_tau(largest);
+            }
+        }
+        for (h, _) in canon {
+            if h > self.tau {
+                break;
+            }
+            let e = self.seen.entry(h).or_insert(bin);
+            *e = (*e).max(bin);
+        }
+        self.cap();
+    }
+
+    /// Forgets sources last seen before `oldest_bin`.
+    pub fn expire(&mut self, oldest_bin: i64) {
+        self.seen.retain(|_, &mut b| b >= oldest_bin);
+    }
+
+    /// Folds another device history in (e.g. one built by another instance over another span):
+    /// the union below the smaller threshold, keeping the latest sighting.
+    pub fn merge(&mut self, other: &SourceHistory) {
+        self.lower_tau(other.tau);
+        self.max_sources = self.max_sources.min(other.max_sources);
+        for (&h, &b) in &other.seen {
+            if h <= self.tau {
+                let e = self.seen.entry(h).or_insert(b);
+                *e = (*e).max(b);
+            }
+        }
+        self.cap();
+    }
+
+    fn lower_tau(&mut self, tau: u64) {
+        if tau < self.tau {
+            self.tau = tau;
+            self.seen.retain(|&h, _| h <= tau);
+        }
+    }
+
+    fn cap(&mut self) {
+        if self.seen.len() <= self.max_sources {
+            return;
+        }
+        let keep = self.max_sources * 3 / 4;
+        let mut keys: Vec<u64> = self.seen.keys().copied().collect();
+        let (_, kth, _) = keys.select_nth_unstable(keep.saturating_sub(1));
+        let kth = *kth;
+        self.lower_tau(kth);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodwatch_core::hash::mix64;
+
+    fn sketch(k: u32, ids: impl IntoIterator<Item = u64>) -> SourceSketch {
+        let mut s = SourceSketch::new(k);
+        for i in ids {
+            s.insert_hash(mix64(i + 1), 1);
+        }
+        s
+    }
+
+    #[test]
+    fn returning_and_new_sources() {
+        let mut h = SourceHistory::new(1000);
+        h.insert(&sketch(1024, 0..100), 0);
+        let n = h.novelty(&sketch(1024, 50..150));
+        assert_eq!((n.checked, n.new), (100, 50));
+        assert_eq!(n.source_share(), Some(0.5));
+        let mut weighted = sketch(1024, 0..10);
+        for _ in 0..30 {
+            weighted.insert_hash(mix64(500 + 1), 1); // one new source, 31 connections
+        }
+        let n = h.novelty(&weighted);
+        assert_eq!((n.new, n.new_conns, n.checked_conns), (1, 31, 41));
+    }
+
+    #[test]
+    fn saturated_samples_stay_consistent() {
+        // Bins larger than the sample: a returning source must never look new because it fell
+        // outside an earlier sample.
+        let mut h = SourceHistory::new(100_000);
+        h.insert(&sketch(256, 0..5_000), 0);
+        h.insert(&sketch(256, 5_000..6_000), 1);
+        let n = h.novelty(&sketch(256, 0..6_000));
+        assert!(n.checked > 0);
+        assert_eq!(n.new, 0, "every source was seen before");
+        let n = h.novelty(&sketch(256, 10_000..20_000));
+        assert_eq!(n.new, n.checked, "every source is new");
+    }
+
+    #[test]
+    fn bounded_memory_keeps_an_unbiased_sample() {
+        let mut h = SourceHistory::new(1_000);
+        for bin in 0..50 {
+            h.insert(&sketch(1024, bin * 400..bin * 400 + 400), bin as i64);
+        }
+        assert!(h.len() <= 1_000);
+        // Half old, half new sources: the checked share must be near 0.5.
+        let n = h.novelty(&sketch(1024, (0..500).chain(100_000..100_500)));
+        let share = n.source_share().unwrap();
+        assert!(n.checked >= 20, "checked {}", n.checked);
+        assert!((share - 0.5).abs() < 0.2, "share {share}");
+    }
+
+    #[test]
+    fn expiry_forgets_old_sources() {
+        let mut h = SourceHistory::new(1000);
+        h.insert(&sketch(1024, 0..10), 0);
+        h.insert(&sketch(1024, 5..15), 100);
+        h.expire(50);
+        let n = h.novelty(&sketch(1024, 0..15));
+        assert_eq!(n.new, 5);
+    }
+
+    #[test]
+    fn merge_equals_one_shot_and_survives_serde() {
+        let parts: Vec<(SourceSketch, i64)> = (0..6)
+            .map(|i| (sketch(64, i * 70..i * 70 + 200), i as i64))
+            .collect();
+        let mut whole = SourceHistory::new(300);
+        for (s, b) in &parts {
+            whole.insert(s, *b);
+        }
+        let mut a = SourceHistory::new(300);
+        let mut b = SourceHistory::new(300);
+        for (i, (s, bin)) in parts.iter().enumerate() {
+            if i % 2 == 0 { &mut a } else { &mut b }.insert(s, *bin);
+        }
+        let b: SourceHistory = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        a.merge(&b);
+        // Caps may trigger at different moments, so compare on the common threshold.
+        let tau = a.tau().min(whole.tau());
+        let below = |h: &SourceHistory| {
+            let mut v: Vec<(u64, i64)> = h
+                .seen
+                .iter()
+                .filter(|e| *e.0 <= tau)
+                .map(|(&k, &v)| (k, v))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert!(!below(&whole).is_empty());
+        assert_eq!(below(&a), below(&whole));
+    }
+}

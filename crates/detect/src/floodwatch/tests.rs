@@ -1,0 +1,446 @@
+//! Behaviour of the whole detector on hand-built traffic: a deterministic fleet of devices with
+//! diurnal, mostly returning customers, onto which single scenarios are laid.
+
+use std::collections::BTreeMap;
+
+use floodwatch_core::hash::mix64;
+use floodwatch_core::time::NANOS_PER_SEC;
+use floodwatch_core::{
+    ActionType, Aggregates, Aggregator, BinAgg, BinKey, BinWidth, Class, ClassifyConfig,
+    DeviceTable, Event, IngestStats, Ip, Protocol,
+};
+
+use super::*;
+use crate::alert::{Severity, Vector};
+
+const W: BinWidth = BinWidth::FIVE_MINUTES;
+const DAY: i64 = 288;
+/// 2025-12-22T00:00:00Z as a bin index.
+const B0: i64 = 1_766_361_600 / 300;
+
+/// Bins built directly, the way the aggregator fills them.
+struct Fleet {
+    bins: BTreeMap<(String, i64), BinAgg>,
+}
+
+fn customer(id: u64) -> Ip {
+    // Customers come from access networks: 16 per /24.
+    Ip::v4([100, (id >> 12) as u8, (id >> 4) as u8, (id & 15) as u8])
+}
+
+fn random_ip(seed: u64, i: u64) -> Ip {
+    let h = mix64(seed.wrapping_mul(0x9e37_79b9) ^ i);
+    let b = (h as u32).to_be_bytes();
+    Ip::v4([1 + b[0] % 200, b[1], b[2], b[3]])
+}
+
+fn diurnal(bin: i64) -> f64 {
+    let slot = (bin - B0).rem_euclid(DAY) as f64;
+    1.0 + 0.6 * (std::f64::consts::TAU * (slot - 72.0) / DAY as f64).sin()
+}
+
+impl Fleet {
+    fn new() -> Self {
+        Fleet {
+            bins: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, dev: &str, bin: i64, class: Class, ip: Ip, conns: u32, allowed: bool) {
+        let b = self.bins.entry((dev.to_owned(), bin)).or_default();
+        let h = floodwatch_core::hash::hash_ip(ip);
+        b.rows += conns as u64;
+        let c = &mut b.classes[class as usize];
+        c.count += conns as u64;
+        c.sources.insert_hash(h, conns);
+        b.sources.insert_hash(h, conns);
+        b.prefixes.insert(ip.prefix(), conns);
+        b.top.insert(ip, conns as u64);
+        if allowed {
+            b.allowed += conns as u64;
+        }
+    }
+
+    /// Ordinary traffic: `level` sources per bin at mid-level, 95 % from a pool of 2,000
+    /// returning customers, the rest first-time visitors; 1-3 connections each.
+    fn normal(&mut self, dev: &str, bins: std::ops::Range<i64>, level: f64) {
+        let dh = floodwatch_core::hash::hash_bytes(dev.as_bytes());
+        for bin in bins {
+            let n = (level * diurnal(bin)).round() as u64;
+            for j in 0..n {
+                let h = mix64(dh ^ mix64(bin as u64) ^ j);
+                let ip = if h % 20 == 0 {
+                    random_ip(dh ^ 0xfeed, (bin as u64) << 16 | j)
+                } else {
+                    customer((h >> 8) % 2000)
+                };
+                self.add(dev, bin, Class::Web, ip, 1 + (h >> 40) as u32 % 3, false);
+            }
+        }
+    }
+
+    /// `n` fresh sources sending `per` connections each, spread over the Internet.
+    fn flood(&mut self, dev: &str, bin: i64, class: Class, n: u64, per: u32, seed: u64) {
+        for i in 0..n {
+            self.add(dev, bin, class, random_ip(seed, i), per, false);
+        }
+    }
+
+    fn finish(self, end_bin: i64) -> Aggregates {
+        let mut devices = DeviceTable::default();
+        let mut bins = BTreeMap::new();
+        for ((dev, bin), agg) in self.bins {
+            let device = devices.intern(&dev);
+            bins.insert(BinKey { device, bin }, agg);
+        }
+        Aggregates {
+            width: W,
+            devices,
+            bins,
+            stats: IngestStats {
+                events: 1,
+                duplicates: 0,
+                min_ts: Some(W.start(B0)),
+                // The newest event opens `end_bin`, which is therefore not scored.
+                max_ts: Some(W.start(end_bin) + NANOS_PER_SEC),
+            },
+        }
+    }
+}
+
+fn unsuppressed(d: &Detection) -> Vec<&Alert> {
+    d.alerts.iter().filter(|a| !a.suppressed).collect()
+}
+
+fn bin_of(a: &Alert) -> i64 {
+    W.index(a.time_generated)
+}
+
+/// Two days of ordinary traffic on `devs`; scenarios go on day 2 (bins B0+288..B0+576).
+fn two_days(devs: &[&str]) -> Fleet {
+    let mut f = Fleet::new();
+    for d in devs {
+        f.normal(d, B0..B0 + 2 * DAY, 200.0);
+    }
+    f
+}
+
+const END: i64 = B0 + 2 * DAY;
+const ATTACK: i64 = B0 + DAY + 150;
+
+fn run_default(aggs: &Aggregates) -> Detection {
+    run(aggs, &FloodwatchConfig::default(), TimeRange::default())
+}
+
+#[test]
+fn ordinary_traffic_raises_nothing() {
+    let aggs = two_days(&["web01", "web02", "web03"]).finish(END);
+    let d = run_default(&aggs);
+    assert!(d.alerts.is_empty(), "{:#?}", d.alerts.first());
+    assert!(d.incidents.is_empty());
+}
+
+#[test]
+fn every_vector_is_detected_at_onset_and_labelled() {
+    for (class, vector) in [
+        (Class::Web, Vector::HttpsFlood),
+        (Class::Syn, Vector::SynFlood),
+        (Class::Udp, Vector::UdpFlood),
+        (Class::Icmp, Vector::IcmpFlood),
+    ] {
+        let mut f = two_days(&["web01", "web02"]);
+        for b in ATTACK..ATTACK + 6 {
+            f.flood("web01", b, class, 3000, 3, b as u64);
+        }
+        let d = run_default(&f.finish(END));
+        let hits = unsuppressed(&d);
+        assert_eq!(hits.len(), 6, "{vector:?}: {:#?}", d.alerts);
+        let first = hits[0];
+        assert_eq!(bin_of(first), ATTACK, "{vector:?} detected in its first bin");
+        assert_eq!(first.device_name, "web01");
+        assert_eq!(first.vector, Some(vector));
+        if class == Class::Web {
+            assert!(first.request_count > 9000, "the flood plus ordinary web traffic");
+        } else {
+            assert_eq!(first.request_count, 9000, "the flood's own connections");
+        }
+        assert!(first.vector_share.unwrap() > 0.9);
+        assert!(first.new_source_ratio.unwrap() > 0.95);
+        assert_eq!(
+            first.mitre_techniques,
+            vector.mitre().iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        );
+        assert!(first.reasons[0].contains("one-bin threshold"), "{:?}", first.reasons);
+        assert_eq!(hits[5].severity, Severity::High);
+        assert_eq!(d.incidents.len(), 1);
+        let inc = &d.incidents[0];
+        assert_eq!(inc.alert_bins.len(), 6);
+        assert_eq!(inc.vector, vector);
+        assert!(hits.iter().all(|a| a.incident_id.as_deref() == Some(inc.incident_id.as_str())));
+        assert_eq!(inc.end, Some(W.start(ATTACK + 6)));
+    }
+}
+
+#[test]
+fn flash_crowd_of_returning_customers_is_suppressed() {
+    let mut f = two_days(&["web01"]);
+    // Four times the usual sources, all from the returning pool, for 4 bins.
+    for b in ATTACK..ATTACK + 4 {
+        for j in 0..1500u64 {
+            f.add("web01", b, Class::Web, customer(j % 2000), 2, false);
+        }
+    }
+    let d = run_default(&f.finish(END));
+    assert!(unsuppressed(&d).is_empty(), "{:#?}", unsuppressed(&d));
+    assert_eq!(d.alerts.len(), 4);
+    let r = d.alerts[0].suppression_reason.as_deref().unwrap();
+    assert!(r.starts_with("flash crowd"), "{r}");
+    assert_eq!(d.alerts[0].severity, Severity::Informational);
+    assert!(d.incidents[0].suppressed);
+}
+
+#[test]
+fn allow_listed_load_test_is_suppressed() {
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 3 {
+        for i in 0..200u64 {
+            f.add("web01", b, Class::Web, Ip::v4([10, 50, (i >> 8) as u8, i as u8]), 40, true);
+        }
+    }
+    let d = run_default(&f.finish(END));
+    assert!(unsuppressed(&d).is_empty());
+    assert_eq!(d.alerts.len(), 3);
+    let r = d.alerts[0].suppression_reason.as_deref().unwrap();
+    assert!(r.starts_with("load test from allow-listed sources"), "{r}");
+}
+
+#[test]
+fn misconfigured_monitor_is_a_single_source_surge() {
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 3 {
+        f.add("web01", b, Class::Web, Ip::v4([192, 0, 2, 10]), 5000, false);
+    }
+    let d = run_default(&f.finish(END));
+    assert!(unsuppressed(&d).is_empty());
+    assert_eq!(d.alerts.len(), 3);
+    let r = d.alerts[0].suppression_reason.as_deref().unwrap();
+    assert!(r.starts_with("single-source surge: 192.0.2.10"), "{r}");
+    assert_eq!(d.alerts[0].top_sources[0].ip, "192.0.2.10");
+}
+
+#[test]
+fn maintenance_window_suppresses_matching_devices_only() {
+    let mut f = two_days(&["web01", "db01"]);
+    for b in ATTACK..ATTACK + 2 {
+        f.flood("web01", b, Class::Web, 3000, 3, b as u64);
+        f.flood("db01", b, Class::Web, 3000, 3, b as u64 + 7);
+    }
+    let start = floodwatch_core::time::Rfc3339(W.start(ATTACK)).to_string();
+    let end = floodwatch_core::time::Rfc3339(W.start(ATTACK + 12)).to_string();
+    let cfg = FloodwatchConfig {
+        windows: vec![Window {
+            devices: "web*".into(),
+            start,
+            end,
+            reason: "quarterly load test".into(),
+        }],
+        ..FloodwatchConfig::default()
+    };
+    let d = run(&f.finish(END), &cfg, TimeRange::default());
+    assert_eq!(d.alerts.len(), 4);
+    for a in &d.alerts {
+        assert_eq!(a.suppressed, a.device_name == "web01");
+    }
+    let web = d.alerts.iter().find(|a| a.device_name == "web01").unwrap();
+    assert!(web.suppression_reason.as_deref().unwrap().contains("quarterly load test"));
+}
+
+#[test]
+fn warm_up_new_device_flood_alerts_ordinary_traffic_does_not() {
+    let mut f = Fleet::new();
+    // A busy new device: 1,500 customers (3,000+ connections) from its very first bin.
+    f.normal("shop01", B0..B0 + 24, 1500.0);
+    // A brand-new device whose first bins are a huge flood.
+    for b in B0 + 10..B0 + 13 {
+        f.flood("new01", b, Class::Web, 6000, 3, b as u64);
+    }
+    f.normal("new01", B0 + 13..B0 + 24, 100.0);
+    let d = run_default(&f.finish(B0 + 24));
+    let hits = unsuppressed(&d);
+    assert!(hits.iter().all(|a| a.device_name == "new01"), "{hits:#?}");
+    assert_eq!(hits.len(), 3);
+    assert_eq!(bin_of(hits[0]), B0 + 10);
+    assert!(hits[0].reasons[0].starts_with("no baseline yet"), "{:?}", hits[0].reasons);
+    assert_eq!(hits[0].baseline.as_ref().unwrap().bins, 0);
+}
+
+#[test]
+fn low_and_slow_flood_is_caught() {
+    // 1.8x of the baseline from new sources: under the one-bin test, over time for the CUSUM.
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 12 {
+        let normal: u64 = (200.0 * diurnal(b)).round() as u64;
+        f.flood("web01", b, Class::Web, normal * 8 / 10, 2, b as u64);
+    }
+    let d = run_default(&f.finish(END));
+    let hits = unsuppressed(&d);
+    assert!(!hits.is_empty(), "the slow flood was missed");
+    assert!(bin_of(hits[0]) > ATTACK, "not a one-bin detection");
+    assert!(bin_of(hits[0]) < ATTACK + 12);
+    assert!(hits[0].reasons.iter().any(|r| r.contains("CUSUM")), "{:?}", hits[0].reasons);
+    // And 3x from new sources fires in the first bin.
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 6 {
+        let normal: u64 = (200.0 * diurnal(b)).round() as u64;
+        f.flood("web01", b, Class::Web, normal * 2, 2, b as u64);
+    }
+    let d = run_default(&f.finish(END));
+    let hits = unsuppressed(&d);
+    assert_eq!(hits.first().map(|a| bin_of(a)), Some(ATTACK), "{hits:#?}");
+}
+
+#[test]
+fn carpet_bombing_is_one_incident() {
+    let devs = ["web01", "web02", "web03", "web04"];
+    let mut f = two_days(&devs);
+    for (k, dev) in devs.iter().enumerate() {
+        for b in ATTACK..ATTACK + 4 {
+            let normal: u64 = (200.0 * diurnal(b)).round() as u64;
+            f.flood(dev, b, Class::Web, normal * 7 / 10, 2, (b as u64) << 4 | k as u64);
+        }
+    }
+    // The same moderate rise on one device alone is not an alert.
+    let mut single = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 4 {
+        let normal: u64 = (200.0 * diurnal(b)).round() as u64;
+        single.flood("web01", b, Class::Web, normal * 7 / 10, 2, b as u64);
+    }
+    assert!(run_default(&single.finish(END)).alerts.is_empty());
+
+    let d = run_default(&f.finish(END));
+    let hits = unsuppressed(&d);
+    assert_eq!(hits.len(), 16, "{:#?}", d.alerts);
+    assert!(hits[0].reasons.iter().any(|r| r.starts_with("carpet bombing: 4 devices")));
+    assert_eq!(d.incidents.len(), 1);
+    let inc = &d.incidents[0];
+    assert_eq!(inc.kind, IncidentKind::CarpetBombing);
+    assert_eq!(inc.devices, devs);
+    assert_eq!(inc.alert_bins.len(), 16);
+    assert_eq!(inc.start, W.start(ATTACK));
+}
+
+#[test]
+fn range_limits_output_but_not_learning() {
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 6 {
+        f.flood("web01", b, Class::Web, 3000, 3, b as u64);
+    }
+    let aggs = f.finish(END);
+    let range = TimeRange {
+        since: Some(W.start(ATTACK + 2)),
+        until: Some(W.start(ATTACK + 4) - 1),
+    };
+    let d = run(&aggs, &FloodwatchConfig::default(), range);
+    let bins: Vec<i64> = d.alerts.iter().map(bin_of).collect();
+    assert_eq!(bins, vec![ATTACK + 2, ATTACK + 3]);
+    // The attack's earlier bins still taught persistence.
+    assert!(d.alerts[0].reasons.iter().any(|r| r.contains("3 consecutive")));
+    // The bin of the newest event is never scored.
+    let mut f = two_days(&["web01"]);
+    f.flood("web01", END, Class::Web, 5000, 3, 1);
+    let d = run_default(&f.finish(END));
+    assert!(d.alerts.is_empty());
+}
+
+#[test]
+fn saved_state_resumes_exactly() {
+    let devs = ["web01", "web02"];
+    let mut f = two_days(&devs);
+    for b in ATTACK..ATTACK + 6 {
+        f.flood("web02", b, Class::Syn, 4000, 2, b as u64);
+    }
+    let aggs = f.finish(END);
+    let cfg = FloodwatchConfig::default();
+    let empty = BinAgg::default();
+    let feed = |det: &mut Detector, bins: std::ops::Range<i64>| {
+        let mut out = Vec::new();
+        for bin in bins {
+            let live: Vec<(&str, &BinAgg)> = devs
+                .iter()
+                .map(|d| {
+                    let id = aggs.devices.get(d).unwrap();
+                    (*d, aggs.get(id, bin).unwrap_or(&empty))
+                })
+                .collect();
+            out.extend(det.observe_bin(bin, &live).into_iter().map(|s| s.alert));
+        }
+        out
+    };
+    let mut whole = Detector::new(&cfg, W).unwrap();
+    let expected = feed(&mut whole, B0..END);
+    let mut first = Detector::new(&cfg, W).unwrap();
+    let mut got = feed(&mut first, B0..ATTACK + 2);
+    let saved = serde_json::to_string(&first.state).unwrap();
+    let state: DetectorState = serde_json::from_str(&saved).unwrap();
+    assert_eq!(state, first.state);
+    let mut resumed = Detector::new(&cfg, W).unwrap().with_state(state);
+    got.extend(feed(&mut resumed, ATTACK + 2..END));
+    assert_eq!(got.len(), 6);
+    assert_eq!(got, expected);
+    assert_eq!(resumed.state, whole.state);
+}
+
+/// Events through the real aggregator, split in two parts and merged, detect the same as the
+/// one-shot aggregate.
+#[test]
+fn merged_partial_aggregates_detect_the_same() {
+    let mut events = Vec::new();
+    let mut names = Aggregator::new(W, ClassifyConfig::default());
+    let dev = names.device("web01.contoso.com");
+    let mut rid = 0;
+    let mut push = |events: &mut Vec<Event>, bin: i64, ip: Ip, local: u16, action: ActionType| {
+        rid += 1;
+        events.push(Event {
+            ts: W.start(bin) + (rid % 290) * NANOS_PER_SEC,
+            device: dev,
+            action,
+            protocol: Protocol::Tcp,
+            remote_ip: Some(ip),
+            remote_port: Some(50_000),
+            local_port: Some(local),
+            report_id: rid,
+            weight: 1,
+            ..Event::default()
+        });
+    };
+    for bin in B0..B0 + 36 {
+        for j in 0..60u64 {
+            let h = mix64(bin as u64 ^ j);
+            push(&mut events, bin, customer(h % 300), 443, ActionType::InboundConnectionAccepted);
+        }
+    }
+    for bin in B0 + 30..B0 + 33 {
+        for i in 0..1500u64 {
+            push(&mut events, bin, random_ip(bin as u64, i), 443, ActionType::ConnectionAttempt);
+        }
+    }
+    push(&mut events, B0 + 36, customer(1), 443, ActionType::InboundConnectionAccepted);
+    let aggregate = |evs: &[Event]| {
+        let mut a = Aggregator::new(W, ClassifyConfig::default());
+        a.device("web01.contoso.com");
+        a.add_batch(evs);
+        a.finish()
+    };
+    let whole = aggregate(&events);
+    let mut parts = aggregate(&events[events.len() / 3..]);
+    parts.merge(aggregate(&events[..events.len() / 3]));
+    let cfg = FloodwatchConfig::default();
+    let a = run(&whole, &cfg, TimeRange::default());
+    let b = run(&parts, &cfg, TimeRange::default());
+    assert_eq!(a, b);
+    let hits = unsuppressed(&a);
+    assert_eq!(hits.len(), 3, "{:#?}", a.alerts);
+    assert_eq!(hits[0].vector, Some(Vector::SynFlood));
+    assert_eq!(hits[0].request_count, 1500);
+    assert_eq!(bin_of(hits[0]), B0 + 30);
+}
