@@ -35,6 +35,17 @@ pub struct BinRecord {
     pub new_share: Option<f32>,
     /// The bin raised an alert (suppressed or not): left out of baselines.
     pub flagged: bool,
+    /// The bin fed the slow-rise test with mostly new sources without alerting (yet): also left
+    /// out, or a slow flood would lift the trailing baseline before it is caught.
+    #[serde(default)]
+    pub suspect: bool,
+}
+
+impl BinRecord {
+    /// Usable for baselines.
+    pub fn clean(&self) -> bool {
+        !self.flagged && !self.suspect
+    }
 }
 
 /// Dense per-bin history of one device.
@@ -210,7 +221,7 @@ impl History {
         for d in 1..=max_back.min(cfg.baseline_days as i64) {
             let centre = bin - d * step * per_day;
             for o in -half..=half {
-                if let Some(r) = self.get(centre + o).filter(|r| !r.flagged) {
+                if let Some(r) = self.get(centre + o).filter(|r| r.clean()) {
                     seasonal.push(r);
                 }
             }
@@ -220,7 +231,7 @@ impl History {
         let oldest = bin - 4 * cfg.short_term_bins as i64;
         while short.len() < cfg.short_term_bins as usize && b >= oldest {
             match self.get(b) {
-                Some(r) if !r.flagged => short.push(r),
+                Some(r) if r.clean() => short.push(r),
                 Some(_) => {}
                 None => break,
             }
@@ -239,7 +250,7 @@ impl History {
                 .collect();
             robust(&mut xs).map(|r| r.median)
         };
-        let clean = self.records.iter().filter(|r| !r.flagged).count();
+        let clean = self.records.iter().filter(|r| r.clean()).count();
         if clean < cfg.warmup_bins as usize || (short.is_empty() && seasonal.is_empty()) {
             return Baseline {
                 kind: BaselineKind::Cold,
@@ -287,15 +298,16 @@ impl History {
 
     /// Marks a recorded bin as flagged (it raised an alert), so baselines skip it.
     pub fn flag(&mut self, bin: i64) {
-        if let Some(i) = bin.checked_sub(self.first).filter(|i| *i >= 0) {
-            if let Some(r) = self.records.get_mut(i as usize) {
-                r.flagged = true;
-            }
+        if let Some(i) = bin.checked_sub(self.first).filter(|i| *i >= 0)
+            && let Some(r) = self.records.get_mut(i as usize)
+        {
+            r.flagged = true;
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -65,10 +65,10 @@ pub struct FloodwatchConfig {
     /// history from making tiny wobbles significant). Default `0.1`.
     pub spread_floor: f64,
     /// CUSUM allowance: relative excess per bin (observed / expected - 1) that is ignored.
-    /// Default `0.5`.
+    /// Default `0.4`.
     pub cusum_k: f64,
     /// CUSUM decision threshold on the accumulated relative excess. Default `2.5` (a steady
-    /// 2.5x surge crosses it in the second bin, 1.8x in about nine bins).
+    /// 2.5x surge crosses it in the second bin, 1.75x in about seven bins).
     pub cusum_h: f64,
     /// Cold devices: connections of one vector in one bin needed to alert. Default `5000`.
     pub cold_min_count: u64,
@@ -120,7 +120,7 @@ impl Default for FloodwatchConfig {
             min_excess: 100.0,
             min_sources: 20,
             spread_floor: 0.1,
-            cusum_k: 0.5,
+            cusum_k: 0.4,
             cusum_h: 2.5,
             cold_min_count: 5000,
             cold_min_sources: 1000,
@@ -191,7 +191,12 @@ impl FloodwatchConfig {
         check("single_source_share", self.single_source_share, 0.0, 1.0)?;
         check("allowed_share", self.allowed_share, 0.0, 1.0)?;
         check("mixed_share", self.mixed_share, 0.0, 1.0)?;
-        check("cold_min_prefix_spread", self.cold_min_prefix_spread, 0.0, 1.0)?;
+        check(
+            "cold_min_prefix_spread",
+            self.cold_min_prefix_spread,
+            0.0,
+            1.0,
+        )?;
         check("spread_floor", self.spread_floor, 0.0, 1e6)?;
         check("z_threshold", self.z_threshold, 0.0, 1e6)?;
         check("min_excess", self.min_excess, 0.0, 1e12)?;
@@ -262,6 +267,7 @@ impl FloodwatchConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -337,7 +343,13 @@ mod tests {
                 .unwrap()
                 .contains("load test")
         );
-        assert!(w.reason("web01.contoso.com", t("2025-12-22T10:00:00Z")).is_none());
-        assert!(w.reason("db01.contoso.com", t("2025-12-22T09:30:00Z")).is_none());
+        assert!(
+            w.reason("web01.contoso.com", t("2025-12-22T10:00:00Z"))
+                .is_none()
+        );
+        assert!(
+            w.reason("db01.contoso.com", t("2025-12-22T09:30:00Z"))
+                .is_none()
+        );
     }
 }

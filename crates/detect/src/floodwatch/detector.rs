@@ -148,7 +148,11 @@ impl Detector {
 }
 
 /// Which groups to name, and the label: the group carrying most of the excess, or `mixed`.
-fn label<'a>(cfg: &FloodwatchConfig, a: &'a Assessment, carpet: bool) -> (Vector, Vec<&'a GroupEval>) {
+fn label<'a>(
+    cfg: &FloodwatchConfig,
+    a: &'a Assessment,
+    carpet: bool,
+) -> (Vector, Vec<&'a GroupEval>) {
     let mut alerting: Vec<&GroupEval> = a
         .groups
         .iter()
@@ -402,6 +406,7 @@ fn build_alert(
 pub type LastBins = HashMap<String, i64>;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

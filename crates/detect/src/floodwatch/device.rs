@@ -328,9 +328,10 @@ impl DeviceState {
         }
     }
 
-    /// Records the outcome of `bin`: `flagged` bins (any alert) stay out of baselines and their
-    /// sources out of the novelty history (else an attack's second bin would look like
-    /// returning visitors); `unsuppressed` extends the persistence streak.
+    /// Records the outcome of `bin`: `flagged` bins (any alert) and suspect bins (a slow rise
+    /// from mostly new sources) stay out of baselines and their sources out of the novelty
+    /// history (else an attack's second bin would look like returning visitors);
+    /// `unsuppressed` extends the persistence streak.
     pub fn commit(
         &mut self,
         a: &Assessment,
@@ -348,12 +349,17 @@ impl DeviceState {
         rec.v[SOURCES] = a.sources as f32;
         rec.new_share = a.novelty.conn_share().map(|s| s as f32);
         rec.flagged = flagged;
-        if let Some(next) = self.history.next_bin() {
-            if a.bin > next {
-                // Idle bins in between break a streak.
-                self.streak = 0;
-            }
+        rec.suspect = a
+            .groups
+            .iter()
+            .any(|g| g.cusum > 0.0 && g.novel_excess >= cfg.novel_share && g.excess() > 0.0);
+        if let Some(next) = self.history.next_bin()
+            && a.bin > next
+        {
+            // Idle bins in between break a streak.
+            self.streak = 0;
         }
+        let rec_clean = rec.clean();
         if !self.history.push(a.bin, rec) {
             return;
         }
@@ -361,7 +367,7 @@ impl DeviceState {
             self.cusum[g.group as usize] = g.cusum;
         }
         self.streak = if unsuppressed { self.streak + 1 } else { 0 };
-        if !flagged {
+        if rec_clean {
             self.sources.insert(&agg.sources, a.bin);
         }
         let hour = (per_day / 24).max(1);
@@ -374,6 +380,7 @@ impl DeviceState {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

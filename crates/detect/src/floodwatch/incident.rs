@@ -186,7 +186,11 @@ pub fn build_incidents(
             inc
         })
         .collect();
-    incidents.sort_by(|a, b| a.start.cmp(&b.start).then(a.incident_id.cmp(&b.incident_id)));
+    incidents.sort_by(|a, b| {
+        a.start
+            .cmp(&b.start)
+            .then(a.incident_id.cmp(&b.incident_id))
+    });
     incidents
 }
 
@@ -290,6 +294,7 @@ fn make(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::alert::{Alert, RuleName};
@@ -352,14 +357,24 @@ mod tests {
         assert_eq!(inc[0].peak.time_generated, W.start(101));
         assert_eq!(inc[0].top_sources[0].count, 80);
         assert_eq!(inc[0].incident_id, "FW-web01-19700101T082000Z");
-        assert!(s[..3].iter().all(|a| a.alert.incident_id.as_deref() == Some(inc[0].incident_id.as_str())));
-        assert_eq!(s[3].alert.incident_id.as_deref(), Some(inc[1].incident_id.as_str()));
+        assert!(
+            s[..3]
+                .iter()
+                .all(|a| a.alert.incident_id.as_deref() == Some(inc[0].incident_id.as_str()))
+        );
+        assert_eq!(
+            s[3].alert.incident_id.as_deref(),
+            Some(inc[1].incident_id.as_str())
+        );
     }
 
     #[test]
     fn ongoing_at_the_end_of_data() {
         let cfg = FloodwatchConfig::default();
-        let mut s = vec![alert("web01", 198, 10, false, false), alert("web01", 199, 10, false, false)];
+        let mut s = vec![
+            alert("web01", 198, 10, false, false),
+            alert("web01", 199, 10, false, false),
+        ];
         let inc = build_incidents(&mut s, W, &cfg, &last(&[("web01", 200)]));
         assert_eq!(inc[0].end, None);
     }
@@ -367,12 +382,18 @@ mod tests {
     #[test]
     fn all_suppressed_is_a_suppressed_incident() {
         let cfg = FloodwatchConfig::default();
-        let mut s = vec![alert("web01", 10, 10, true, false), alert("web01", 11, 10, true, false)];
+        let mut s = vec![
+            alert("web01", 10, 10, true, false),
+            alert("web01", 11, 10, true, false),
+        ];
         let inc = build_incidents(&mut s, W, &cfg, &last(&[("web01", 200)]));
         assert!(inc[0].suppressed);
         assert_eq!(inc[0].suppression_reason.as_deref(), Some("flash crowd"));
         assert_eq!(inc[0].severity, Severity::Informational);
-        let mut s = vec![alert("web01", 10, 10, true, false), alert("web01", 11, 10, false, false)];
+        let mut s = vec![
+            alert("web01", 10, 10, true, false),
+            alert("web01", 11, 10, false, false),
+        ];
         let inc = build_incidents(&mut s, W, &cfg, &last(&[("web01", 200)]));
         assert!(!inc[0].suppressed);
     }
@@ -390,7 +411,13 @@ mod tests {
             // A separate, later attack on web05 stays its own incident.
             alert("web05", 80, 5000, false, false),
         ];
-        let lb = last(&[("web01", 99), ("web02", 99), ("web03", 99), ("web04", 99), ("web05", 99)]);
+        let lb = last(&[
+            ("web01", 99),
+            ("web02", 99),
+            ("web03", 99),
+            ("web04", 99),
+            ("web05", 99),
+        ]);
         let inc = build_incidents(&mut s, W, &cfg, &lb);
         assert_eq!(inc.len(), 2);
         let carpet = &inc[0];
@@ -403,7 +430,10 @@ mod tests {
         assert!(carpet.incident_id.starts_with("FW-carpet-"));
         assert_eq!(inc[1].devices, vec!["web05"]);
         // Overlap without any fleet-wide bin is not carpet bombing.
-        let mut s: Vec<Scored> = ["a", "b", "c"].iter().map(|d| alert(d, 5, 10, false, false)).collect();
+        let mut s: Vec<Scored> = ["a", "b", "c"]
+            .iter()
+            .map(|d| alert(d, 5, 10, false, false))
+            .collect();
         let inc = build_incidents(&mut s, W, &cfg, &last(&[("a", 99), ("b", 99), ("c", 99)]));
         assert_eq!(inc.len(), 3);
     }
@@ -416,7 +446,12 @@ mod tests {
         let j = serde_json::to_value(&inc[0]).unwrap();
         assert_eq!(j["End"], serde_json::Value::Null);
         assert_eq!(j["Kind"], "device");
-        assert!(j["AlertBins"][0]["TimeGenerated"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            j["AlertBins"][0]["TimeGenerated"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
         assert_eq!(j["Peak"]["RequestCount"], 10);
         let back: Incident = serde_json::from_value(j).unwrap();
         assert_eq!(back, inc[0]);

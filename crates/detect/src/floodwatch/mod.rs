@@ -70,6 +70,7 @@ pub mod incident;
 pub mod novelty;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;
 
 use std::collections::HashMap;
@@ -112,12 +113,11 @@ fn ceil_index(width: floodwatch_core::BinWidth, t: Nanos) -> i64 {
 /// are ignored here.
 pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detection {
     let width = aggs.width;
-    let Some(max_ts) = aggs.stats.max_ts.or_else(|| {
-        aggs.bins
-            .keys()
-            .map(|k| width.start(k.bin + 1))
-            .max()
-    }) else {
+    let Some(max_ts) = aggs
+        .stats
+        .max_ts
+        .or_else(|| aggs.bins.keys().map(|k| width.start(k.bin + 1)).max())
+    else {
         return Detection::default();
     };
     let mut det = Detector::new(cfg, width).unwrap_or_else(|_| Detector::lenient(cfg, width));
@@ -125,7 +125,10 @@ pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detec
     if let Some(u) = range.until {
         end = end.min(ceil_index(width, u));
     }
-    let since = range.since.map(|s| ceil_index(width, s)).unwrap_or(i64::MIN);
+    let since = range
+        .since
+        .map(|s| ceil_index(width, s))
+        .unwrap_or(i64::MIN);
     // Each device exists from its first to its last event.
     let devices: Vec<(&str, i64, i64, floodwatch_core::DeviceId)> = aggs
         .devices_by_name()
