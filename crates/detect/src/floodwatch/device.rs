@@ -123,6 +123,12 @@ impl GroupEval {
         (self.observed - self.expected).max(0.0)
     }
 
+    /// Clearly above the baseline: at least two spreads. Below that the share of the excess
+    /// explained by new sources is noise (a tiny excess divides it).
+    pub fn elevated(&self) -> bool {
+        self.excess() >= 2.0 * self.spread
+    }
+
     pub fn ratio(&self) -> f64 {
         self.observed / self.expected.max(1.0)
     }
@@ -352,7 +358,7 @@ impl DeviceState {
         rec.suspect = a
             .groups
             .iter()
-            .any(|g| g.cusum > 0.0 && g.novel_excess >= cfg.novel_share && g.excess() > 0.0);
+            .any(|g| g.cusum > 0.0 && g.novel_excess >= cfg.novel_share && g.elevated());
         if let Some(next) = self.history.next_bin()
             && a.bin > next
         {

@@ -39,7 +39,9 @@
 //! `single_source_share` of the excess or fewer than `min_sources` sources (a monitor or
 //! scanner, not a distributed attack); a flash crowd (less than `novel_share` of the excess
 //! from new sources). Suppressed and unsuppressed alert bins are both kept out of the baseline
-//! and out of the novelty history.
+//! and out of the novelty history, and so are *suspect* bins (clearly elevated, mostly new
+//! sources, CUSUM running): a slow flood must not lift the baseline, nor turn its own bots into
+//! "returning" sources, before the CUSUM catches it.
 //!
 //! **Confidence** counts independent signals (observed >= 2x threshold, >= 80 % new sources,
 //! persistence, distinct sources >= 3x baseline, uniform per-source rates, wide prefix spread,
