@@ -1,0 +1,716 @@
+//! Every JSON shape, through one streaming visitor.
+//!
+//! A JSON value is read as a *document*: a flat row, an envelope (`category` + `properties`), an
+//! Event Hubs message (`records`), an Advanced Hunting or Graph response (`Results` / `results`),
+//! a Log Analytics response (`tables`), or an array of any of these. Arrays are walked element by
+//! element through serde's `SeqAccess`, so a 2 GB JSON array or API response never sits in
+//! memory whole: only one row at a time does.
+//!
+//! The same visitor reads one NDJSON line ([`parse_line`]) and a whole file or stream
+//! ([`read_documents`]), so a line holding `{"records":[...]}` and a pretty-printed file of the
+//! same message take the same path.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io::{self, Read};
+use std::rc::Rc;
+
+use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use crate::record::{ColumnIndex, PositionalJson, Reject, Row, get_ci, quote, to_event};
+
+/// Line and byte position of a reader, shared with the visitor so a skipped row can say where
+/// it was. Updated by [`CountingReader`].
+#[derive(Debug, Default)]
+pub(crate) struct Position {
+    /// Bytes consumed so far.
+    pub offset: Cell<u64>,
+    /// Newlines consumed so far (the current line is this + 1).
+    pub newlines: Cell<u64>,
+}
+
+/// Counts bytes and newlines as serde_json pulls them. serde_json reads an `io::Read` one byte
+/// at a time, so the counts are exact to within its one byte of look-ahead.
+pub(crate) struct CountingReader<R> {
+    pub inner: R,
+    pub pos: Rc<Position>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        self.pos.offset.set(self.pos.offset.get() + n as u64);
+        self.pos
+            .newlines
+            .set(self.pos.newlines.get() + memchr::memchr_iter(b'\n', chunk).count() as u64);
+        Ok(n)
+    }
+}
+
+/// Where records are going and where they come from.
+pub(crate) struct Sink<'a> {
+    pub agg: &'a mut Aggregator,
+    pub diag: &'a mut Diagnostics,
+    /// The location reported for records (a line's own location, or the stream's source).
+    pub base: &'a Location,
+    /// For streams: the live position, so each record reports the line it ends on.
+    pub pos: Option<Rc<Position>>,
+}
+
+impl Sink<'_> {
+    fn location(&self) -> Location {
+        match &self.pos {
+            None => self.base.clone(),
+            Some(p) => Location {
+                source: self.base.source.clone(),
+                line: Some(p.newlines.get() + 1),
+                offset: None,
+            },
+        }
+    }
+
+    fn reject(&mut self, r: Reject) {
+        let loc = self.location();
+        self.diag.skip(r.reason, loc, r.message);
+    }
+
+    /// One row: counted as read, then aggregated or skipped.
+    fn row<R: Row + ?Sized>(&mut self, row: &R) {
+        self.diag.records_read += 1;
+        match to_event(row, self.agg) {
+            Ok(ev) => self.agg.add(&ev),
+            Err(r) => self.reject(r),
+        }
+    }
+
+    /// A value that stands for one or more records, already in memory.
+    fn item(&mut self, v: Value) {
+        match v {
+            Value::Object(m) => self.object(m),
+            Value::Array(items) => {
+                for it in items {
+                    self.item(it);
+                }
+            }
+            other => {
+                self.diag.records_read += 1;
+                let what = kind(&other);
+                self.reject(Reject::new(
+                    SkipReason::WrongType,
+                    format!("expected a JSON object (a row or an envelope), got {what}"),
+                ));
+            }
+        }
+    }
+
+    fn object(&mut self, mut m: Map<String, Value>) {
+        for key in ["records", "results", "tables"] {
+            if let Some(k) = m.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() {
+                let v = m.remove(&k).unwrap_or(Value::Null);
+                match (key, v) {
+                    ("tables", Value::Array(tables)) => {
+                        for t in tables {
+                            self.table_value(t);
+                        }
+                    }
+                    (_, v @ Value::Array(_)) => self.item(v),
+                    (_, other) => {
+                        let what = kind(&other);
+                        self.reject(Reject::new(
+                            SkipReason::WrongType,
+                            format!("field \"{k}\": expected an array, got {what}"),
+                        ));
+                    }
+                }
+                return;
+            }
+        }
+        self.envelope_or_row(m);
+    }
+
+    /// Streaming envelopes carry the row in `properties` and say which table it is in
+    /// `category`; a flat row has neither.
+    fn envelope_or_row(&mut self, m: Map<String, Value>) {
+        let category = get_ci(&m, "category");
+        let props = get_ci(&m, "properties");
+        if category.is_none() && props.is_none() {
+            self.row(&m);
+            return;
+        }
+        if let Some(c) = category {
+            let ok = match c {
+                Value::String(s) => is_network_events(s),
+                _ => false,
+            };
+            if !ok {
+                self.diag.records_read += 1;
+                let shown = match c {
+                    Value::String(s) => quote(s),
+                    other => other.to_string(),
+                };
+                self.reject(Reject::new(
+                    SkipReason::OtherTable,
+                    format!("category {shown} is not DeviceNetworkEvents"),
+                ));
+                return;
+            }
+        }
+        match props {
+            Some(Value::Object(p)) => self.row(p),
+            Some(Value::String(s)) => match serde_json::from_str::<Map<String, Value>>(s) {
+                Ok(p) => self.row(&p),
+                Err(e) => {
+                    self.diag.records_read += 1;
+                    self.reject(Reject::new(
+                        SkipReason::Malformed,
+                        format!("field \"properties\": not a JSON object: {e}"),
+                    ));
+                }
+            },
+            other => {
+                self.diag.records_read += 1;
+                let what = other.map_or_else(|| "nothing".to_owned(), kind);
+                self.reject(Reject::new(
+                    SkipReason::MissingField,
+                    format!("field \"properties\": expected the row object, got {what}"),
+                ));
+            }
+        }
+    }
+
+    /// A Log Analytics table already in memory.
+    fn table_value(&mut self, t: Value) {
+        let Value::Object(t) = t else {
+            return self.reject(Reject::new(
+                SkipReason::WrongType,
+                format!("a table must be an object, got {}", kind(&t)),
+            ));
+        };
+        let cols = get_ci(&t, "columns").map(column_names).unwrap_or_default();
+        let index = ColumnIndex::new(cols.iter().map(String::as_str));
+        if let Some(Value::Array(rows)) = get_ci(&t, "rows") {
+            for r in rows {
+                self.positional(&index, r);
+            }
+        }
+    }
+
+    fn positional(&mut self, index: &ColumnIndex, r: &Value) {
+        match r {
+            Value::Array(values) => self.row(&PositionalJson { index, values }),
+            other => {
+                self.diag.records_read += 1;
+                let what = kind(other);
+                self.reject(Reject::new(
+                    SkipReason::WrongType,
+                    format!("a Log Analytics row must be an array, got {what}"),
+                ));
+            }
+        }
+    }
+}
+
+/// `AdvancedHunting-DeviceNetworkEvents` (Streaming API) or the bare table name.
+pub fn is_network_events(category: &str) -> bool {
+    let c = category.trim();
+    c.eq_ignore_ascii_case("AdvancedHunting-DeviceNetworkEvents")
+        || c.eq_ignore_ascii_case("DeviceNetworkEvents")
+}
+
+fn kind(v: &Value) -> String {
+    let k = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    k.to_owned()
+}
+
+/// Column names of a Log Analytics `columns` array (`[{"name","type"}]`).
+fn column_names(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(cols) => cols
+            .iter()
+            .map(|c| match c {
+                Value::Object(o) => match get_ci(o, "name") {
+                    Some(Value::String(s)) => s.clone(),
+                    _ => String::new(),
+                },
+                Value::String(s) => s.clone(),
+                _ => String::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reads any JSON value as a document, streaming its big arrays.
+struct Doc<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for Doc<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Doc<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object or array of DeviceNetworkEvents rows")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            self.sink.item(v);
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // Keys other than the big arrays are kept, in case this object is itself a row or an
+        // envelope (then it has no big array and is handled at the end).
+        let mut rest = Map::new();
+        let mut streamed = false;
+        while let Some(key) = map.next_key::<String>()? {
+            let k = key.to_ascii_lowercase();
+            match k.as_str() {
+                "records" | "results" => {
+                    map.next_value_seed(Items { sink: self.sink })?;
+                    streamed = true;
+                }
+                "tables" => {
+                    map.next_value_seed(Tables { sink: self.sink })?;
+                    streamed = true;
+                }
+                _ if streamed => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                _ => {
+                    let v = map.next_value::<Value>()?;
+                    rest.insert(key, v);
+                }
+            }
+        }
+        if !streamed {
+            self.sink.envelope_or_row(rest);
+        }
+        Ok(())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom("expected a JSON object or array, got a string"))
+    }
+}
+
+/// An array whose elements are rows or envelopes.
+struct Items<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of rows")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            self.sink.item(v);
+        }
+        Ok(())
+    }
+}
+
+/// Log Analytics `tables`: an array of `{"name","columns","rows"}`.
+struct Tables<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for Tables<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Tables<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of tables")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Table { sink: self.sink })?.is_some() {}
+        Ok(())
+    }
+}
+
+struct Table<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for Table<'_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Table<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a table object with columns and rows")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut index: Option<ColumnIndex> = None;
+        // Rows that arrive before their columns (the API writes columns first; this is only for
+        // hand-made files) wait here.
+        let mut early_rows: Vec<Value> = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key.eq_ignore_ascii_case("columns") {
+                let cols = map.next_value::<Value>()?;
+                let names = column_names(&cols);
+                index = Some(ColumnIndex::new(names.iter().map(String::as_str)));
+            } else if key.eq_ignore_ascii_case("rows") {
+                match &index {
+                    Some(ix) => map.next_value_seed(Rows {
+                        sink: self.sink,
+                        index: ix,
+                    })?,
+                    None => early_rows.extend(match map.next_value::<Value>()? {
+                        Value::Array(rows) => rows,
+                        other => vec![other],
+                    }),
+                }
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        let ix = index.unwrap_or_default();
+        for r in &early_rows {
+            self.sink.positional(&ix, r);
+        }
+        Ok(())
+    }
+}
+
+struct Rows<'s, 'a, 'i> {
+    sink: &'s mut Sink<'a>,
+    index: &'i ColumnIndex,
+}
+
+impl<'de> DeserializeSeed<'de> for Rows<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Rows<'_, '_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of rows")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            self.sink.positional(self.index, &v);
+        }
+        Ok(())
+    }
+}
+
+/// Records a JSON error (syntax, truncation, a wrong shape at the document level).
+fn json_error(sink: &mut Sink<'_>, e: &serde_json::Error, line_offset: Option<u64>) {
+    use serde_json::error::Category;
+    let reason = match e.classify() {
+        Category::Data => SkipReason::WrongType,
+        Category::Io => SkipReason::Truncated,
+        Category::Syntax | Category::Eof => SkipReason::Malformed,
+    };
+    let mut loc = sink.base.clone();
+    if sink.pos.is_some() {
+        loc.line = Some(e.line() as u64);
+        loc.offset = None;
+    } else if let (Some(base), true) = (line_offset, e.column() > 0) {
+        loc.offset = Some(base + e.column() as u64 - 1);
+    }
+    sink.diag.skip(reason, loc, format!("JSON: {e}"));
+}
+
+/// Parses one line of line-oriented JSON (NDJSON row, Storage-export envelope, Event Hubs
+/// message with any number of records) into `agg`. Bad lines are recorded at `loc`.
+///
+/// This is the general parser the fast scanner falls back to for anything it does not handle.
+pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut Diagnostics) {
+    if let Err(e) = std::str::from_utf8(line) {
+        diag.records_read += 1;
+        let at = e.valid_up_to();
+        let l = Location {
+            offset: loc.offset.map(|o| o + at as u64),
+            ..loc
+        };
+        diag.skip(
+            SkipReason::Binary,
+            l,
+            format!(
+                "not UTF-8 text (invalid byte 0x{:02x} at column {})",
+                line[at],
+                at + 1
+            ),
+        );
+        return;
+    }
+    if let Some(at) = line
+        .iter()
+        .position(|&c| c < 0x20 && c != b'\t' && c != b'\r' && c != b'\n')
+    {
+        diag.records_read += 1;
+        diag.skip(
+            SkipReason::Binary,
+            loc,
+            format!(
+                "binary data (control byte 0x{:02x} at column {})",
+                line[at],
+                at + 1
+            ),
+        );
+        return;
+    }
+    let line_offset = loc.offset;
+    let mut sink = Sink {
+        agg,
+        diag,
+        base: &loc,
+        pos: None,
+    };
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let r = Doc { sink: &mut sink }
+        .deserialize(&mut de)
+        .and_then(|()| de.end());
+    if let Err(e) = r {
+        sink.diag.records_read += 1;
+        json_error(&mut sink, &e, line_offset);
+    }
+}
+
+/// Reads a stream of JSON documents (usually one: an array or an API response; also several
+/// concatenated, as a forced `--format json-array` over NDJSON would give) into `agg`.
+///
+/// A syntax error ends the stream: inside one JSON document there is no safe place to resume.
+/// `truncated` says the underlying decompressor already failed; then the resulting "unexpected
+/// end" is not reported twice.
+pub(crate) fn read_documents<R: Read>(
+    reader: R,
+    source: &Location,
+    agg: &mut Aggregator,
+    diag: &mut Diagnostics,
+    truncated: &dyn Fn() -> bool,
+) {
+    let pos = Rc::new(Position::default());
+    let counting = CountingReader {
+        inner: reader,
+        pos: Rc::clone(&pos),
+    };
+    let mut de = serde_json::Deserializer::from_reader(counting);
+    let mut sink = Sink {
+        agg,
+        diag,
+        base: source,
+        pos: Some(pos),
+    };
+    loop {
+        if let Err(e) = (Doc { sink: &mut sink }).deserialize(&mut de) {
+            let eof_after_break = e.classify() == serde_json::error::Category::Eof && truncated();
+            if !eof_after_break {
+                json_error(&mut sink, &e, None);
+            }
+            return;
+        }
+        match de.end() {
+            Ok(()) => return,
+            Err(e) if e.classify() == serde_json::error::Category::Io => {
+                json_error(&mut sink, &e, None);
+                return;
+            }
+            // More input follows: another document.
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodwatch_core::{BinWidth, ClassifyConfig};
+
+    fn agg() -> Aggregator {
+        Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+    }
+
+    const ROW: &str = r#"{"Timestamp":"2025-12-22T09:55:01Z","DeviceName":"a","ActionType":"InboundConnectionAccepted","RemoteIP":"203.0.113.7","LocalPort":443,"ReportId":1}"#;
+
+    fn loc() -> Location {
+        Location {
+            source: "x.json".into(),
+            line: Some(7),
+            offset: Some(100),
+        }
+    }
+
+    fn run_line(s: &str) -> (Aggregator, Diagnostics) {
+        let mut a = agg();
+        let mut d = Diagnostics::default();
+        parse_line(s.as_bytes(), loc(), &mut a, &mut d);
+        (a, d)
+    }
+
+    fn events(a: Aggregator) -> u64 {
+        a.finish().stats.events
+    }
+
+    #[test]
+    fn a_line_of_every_shape() {
+        let env = |cat: &str| {
+            format!(r#"{{"time":"x","Tenant":"t","category":"{cat}","properties":{ROW}}}"#)
+        };
+        let cases = [
+            (ROW.to_owned(), 1, 0),
+            (env("AdvancedHunting-DeviceNetworkEvents"), 1, 0),
+            (env("advancedhunting-devicenetworkevents"), 1, 0),
+            (env("AdvancedHunting-DeviceEvents"), 0, 1),
+            (
+                format!(
+                    r#"{{"records":[{},{}, {}]}}"#,
+                    env("AdvancedHunting-DeviceNetworkEvents"),
+                    env("AdvancedHunting-DeviceProcessEvents"),
+                    env("AdvancedHunting-DeviceNetworkEvents")
+                        .replace("\"ReportId\":1", "\"ReportId\":2")
+                ),
+                2,
+                1,
+            ),
+            (format!(r#"{{"Schema":[],"Results":[{ROW}]}}"#), 1, 0),
+            (format!(r#"[{ROW}]"#), 1, 0),
+        ];
+        for (line, good, other) in cases {
+            let (a, d) = run_line(&line);
+            assert_eq!(d.count(SkipReason::OtherTable), other, "{line}");
+            assert_eq!(d.total_skipped(), other, "{line}: {:?}", d.examples);
+            assert_eq!(d.records_read, good + other);
+            assert_eq!(events(a), good, "{line}");
+        }
+    }
+
+    #[test]
+    fn log_analytics_rows_by_position() {
+        let line = r#"{"tables":[{"name":"PrimaryResult","columns":[{"name":"TimeGenerated","type":"datetime"},{"name":"DeviceName","type":"string"},{"name":"ActionType","type":"string"},{"name":"LocalPort","type":"int"}],"rows":[["2025-12-22T09:55:01Z","a","ConnectionAttempt",443],["2025-12-22T09:56:01Z","b","ConnectionAttempt","x"]]}]}"#;
+        let (a, d) = run_line(line);
+        assert_eq!(events(a), 1);
+        assert_eq!(d.count(SkipReason::BadPort), 1);
+        assert_eq!(
+            d.examples[0].message,
+            r#"field "LocalPort": not a port (0-65535): "x""#
+        );
+    }
+
+    #[test]
+    fn malformed_line_reports_the_column_offset() {
+        let (a, d) = run_line(r#"{"Timestamp": "2025-12-22T09:55:01Z", oops}"#);
+        assert_eq!(events(a), 0);
+        assert_eq!(d.count(SkipReason::Malformed), 1);
+        let ex = &d.examples[0];
+        assert_eq!(ex.location.line, Some(7));
+        assert!(ex.location.offset.unwrap() > 100);
+        assert!(
+            ex.message.starts_with("JSON: key must be a string"),
+            "{}",
+            ex.message
+        );
+    }
+
+    #[test]
+    fn binary_and_invalid_utf8_lines() {
+        let mut a = agg();
+        let mut d = Diagnostics::default();
+        parse_line(b"{\"a\":\"\xff\xfe\"}", loc(), &mut a, &mut d);
+        parse_line(b"\x00\x01\x02garbage", loc(), &mut a, &mut d);
+        assert_eq!(d.count(SkipReason::Binary), 2);
+        assert_eq!(
+            d.examples[0].message,
+            "binary data (control byte 0x00 at column 1)"
+        );
+        assert_eq!(
+            d.examples[1].message,
+            "not UTF-8 text (invalid byte 0xff at column 7)"
+        );
+        assert_eq!(d.examples[1].location.offset, Some(106));
+    }
+
+    #[test]
+    fn scalar_and_trailing_garbage() {
+        let (_, d) = run_line("42");
+        assert_eq!(d.count(SkipReason::WrongType), 1);
+        let (a, d) = run_line(&format!("{ROW} trailing"));
+        assert_eq!(d.count(SkipReason::Malformed), 1);
+        assert_eq!(
+            events(a),
+            1,
+            "the complete object before the garbage still counts"
+        );
+    }
+
+    #[test]
+    fn documents_stream_and_report_lines() {
+        let doc = format!(
+            "[\n{ROW},\n{},\n{}\n]\n",
+            ROW.replace("203.0.113.7", "bad-ip"),
+            ROW.replace("\"ReportId\":1", "\"ReportId\":3")
+        );
+        let mut a = agg();
+        let mut d = Diagnostics::default();
+        let src = Location {
+            source: "arr.json".into(),
+            line: None,
+            offset: None,
+        };
+        read_documents(doc.as_bytes(), &src, &mut a, &mut d, &|| false);
+        assert_eq!(events(a), 2);
+        assert_eq!(d.count(SkipReason::BadIp), 1);
+        assert_eq!(d.examples[0].location.line, Some(3));
+        assert_eq!(d.records_read, 3);
+    }
+
+    #[test]
+    fn concatenated_documents_and_a_syntax_error() {
+        let doc = format!(
+            "{ROW}\n{}\n{{\"oops\n",
+            ROW.replace("\"ReportId\":1", "\"ReportId\":2")
+        );
+        let mut a = agg();
+        let mut d = Diagnostics::default();
+        let src = Location {
+            source: "c.json".into(),
+            line: None,
+            offset: None,
+        };
+        read_documents(doc.as_bytes(), &src, &mut a, &mut d, &|| false);
+        assert_eq!(events(a), 2);
+        assert_eq!(d.count(SkipReason::Malformed), 1);
+        assert_eq!(d.examples[0].location.line, Some(4));
+    }
+}
