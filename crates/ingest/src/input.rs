@@ -642,7 +642,11 @@ fn read_csv<R: Read>(
     diag: &mut Diagnostics,
     truncated: &dyn Fn() -> bool,
 ) {
+    // Records end at `\n` only, with a `\r` before it trimmed from the last cell (see
+    // `CsvRow`): under the default CRLF terminator the csv crate reports every record after
+    // a CRLF line one line too early.
     let mut rdr = csv::ReaderBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
         .has_headers(false)
         .flexible(true)
         .from_reader(reader);
@@ -714,6 +718,9 @@ fn csv_record(
     diag: &mut Diagnostics,
     loc_of: &dyn Fn(&csv::ByteRecord) -> Location,
 ) {
+    if rec.iter().all(|f| f.trim_ascii().is_empty()) {
+        return; // a blank line
+    }
     diag.records_read += 1;
     let row = CsvRow { index, record: rec };
     if let Some(field) = row.first_non_utf8() {

@@ -171,8 +171,10 @@ impl Row for CsvRow<'_> {
     fn get(&self, col: Col) -> Field<'_> {
         match self.index.position(col).and_then(|i| self.record.get(i)) {
             None => Field::Absent,
-            Some(b"") => Field::Null,
-            Some(b) => std::str::from_utf8(b).map_or(Field::Null, Field::Str),
+            Some(b) => match b.strip_suffix(b"\r").unwrap_or(b) {
+                b"" => Field::Null,
+                b => std::str::from_utf8(b).map_or(Field::Null, Field::Str),
+            },
         }
     }
 }

@@ -1,0 +1,519 @@
+//! Ingest acceptance tests: every fixture format gives the same aggregates; every kind of bad
+//! input is counted where it is and the records around it still count; detection and the
+//! override pick the reader.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use floodwatch_core::time::parse_rfc3339;
+use floodwatch_core::{Aggregates, Aggregator, BinWidth, Class, ClassifyConfig, SkipReason};
+use floodwatch_ingest::{IngestError, IngestOptions, IngestOutput, InputFormat, ingest};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/formats")
+}
+
+fn make() -> Aggregator {
+    Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+}
+
+fn opts(format: InputFormat) -> IngestOptions {
+    IngestOptions {
+        format,
+        threads: 1,
+        ..IngestOptions::default()
+    }
+}
+
+fn run(paths: &[PathBuf], o: &IngestOptions) -> IngestOutput {
+    ingest(paths, o, &make).unwrap()
+}
+
+fn run_auto(path: &Path) -> IngestOutput {
+    run(&[path.to_path_buf()], &opts(InputFormat::Auto))
+}
+
+fn bin(t: &str) -> i64 {
+    BinWidth::FIVE_MINUTES.index(parse_rfc3339(t.as_bytes()).unwrap())
+}
+
+const FIXTURES: [(&str, InputFormat, u64); 13] = [
+    ("ndjson.json", InputFormat::Ndjson, 0),
+    ("array.json", InputFormat::JsonArray, 0),
+    ("eventhubs.json", InputFormat::EventHubs, 1),
+    ("eventhubs-pretty.json", InputFormat::EventHubs, 1),
+    ("storage.json", InputFormat::StorageExport, 1),
+    ("ah-api.json", InputFormat::AdvancedHuntingApi, 0),
+    ("graph.json", InputFormat::GraphHunting, 0),
+    ("log-analytics.json", InputFormat::LogAnalytics, 0),
+    ("defender.csv", InputFormat::DefenderCsv, 0),
+    ("sentinel.csv", InputFormat::SentinelCsv, 0),
+    ("ndjson.json.gz", InputFormat::Ndjson, 0),
+    ("storage.json.zst", InputFormat::StorageExport, 1),
+    ("tree", InputFormat::StorageExport, 0),
+];
+
+mod golden {
+    use super::*;
+
+    /// Values worked out by hand from the rows listed in testdata/formats/README.md.
+    fn check_hand_computed(a: &Aggregates, what: &str) {
+        assert_eq!(a.stats.events, 31, "{what}");
+        assert_eq!(a.stats.duplicates, 1, "{what}: the repeated row is dropped");
+        let by = a.by_name();
+        let get = |dev: &str, t: &str| {
+            by.get(&(dev.to_owned(), bin(t)))
+                .copied()
+                .unwrap_or_else(|| panic!("{what}: no bin {dev} {t}"))
+        };
+        let w1 = get("web-01.contoso.com", "2025-12-22T09:00:00Z");
+        assert_eq!(w1.seed.count, 10, "{what}");
+        assert_eq!(
+            w1.seed.sources.distinct_u64(),
+            8,
+            "{what}: 6 IPv4 + 2 IPv6 sources"
+        );
+        assert_eq!(w1.class(Class::Web).count, 10, "{what}");
+        let w1b = get("web-01.contoso.com", "2025-12-22T09:05:00Z");
+        assert_eq!(w1b.seed.count, 3, "{what}: the seed counts UDP 443 too");
+        assert_eq!(w1b.class(Class::Udp).count, 1, "{what}");
+        let w2 = get("web-02.contoso.com", "2025-12-22T09:00:00Z");
+        assert_eq!(w2.class(Class::Syn).count, 5, "{what}");
+        let icmp = w2.class(Class::Icmp);
+        assert_eq!(
+            (icmp.count, icmp.bytes, icmp.packets),
+            (4, 672, 8),
+            "{what}"
+        );
+        assert_eq!(
+            get("web-02.contoso.com", "2025-12-22T09:10:00Z")
+                .class(Class::Web)
+                .count,
+            4,
+            "{what}"
+        );
+        assert_eq!(
+            get("db-01.contoso.com", "2025-12-22T09:00:00Z").rows,
+            37 + 3,
+            "{what}: the aggregated report weighs 37"
+        );
+        assert_eq!(get("db-01.contoso.com", "2025-12-22T08:55:00Z").rows, 1);
+        assert_eq!(by.len(), 6, "{what}");
+    }
+
+    #[test]
+    fn every_format_gives_the_same_aggregates() {
+        let reference = run_auto(&fixtures().join("ndjson.json"));
+        check_hand_computed(&reference.aggregates, "ndjson.json");
+        for (name, _, other_tables) in FIXTURES {
+            let out = run_auto(&fixtures().join(name));
+            check_hand_computed(&out.aggregates, name);
+            assert_eq!(
+                out.aggregates.by_name(),
+                reference.aggregates.by_name(),
+                "{name} differs from ndjson.json"
+            );
+            let d = &out.diagnostics;
+            assert_eq!(d.count(SkipReason::OtherTable), other_tables, "{name}");
+            assert_eq!(d.errors(), 0, "{name}: {:?}", d.examples);
+            assert_eq!(d.records_read, 32 + other_tables, "{name}");
+            assert!(d.bytes_read > 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn all_fixtures_at_once_merge_like_one_input() {
+        let paths: Vec<PathBuf> = ["ndjson.json", "defender.csv"]
+            .iter()
+            .map(|n| fixtures().join(n))
+            .collect();
+        let out = run(&paths, &opts(InputFormat::Auto));
+        // The second file repeats every event: all of it is duplicates.
+        assert_eq!(out.aggregates.stats.events, 31);
+        assert_eq!(out.aggregates.stats.duplicates, 1 + 32);
+        assert_eq!(out.diagnostics.inputs, 2);
+    }
+
+    #[test]
+    fn more_threads_same_result() {
+        let one = run_auto(&fixtures().join("storage.json"));
+        let many = run(
+            &[fixtures().join("storage.json")],
+            &IngestOptions {
+                threads: 4,
+                ..IngestOptions::default()
+            },
+        );
+        assert_eq!(
+            many.aggregates.stats.events + many.aggregates.stats.duplicates,
+            32
+        );
+        assert_eq!(one.diagnostics.records_read, many.diagnostics.records_read);
+    }
+}
+
+mod detect {
+    use super::*;
+
+    #[test]
+    fn auto_detection_names_each_fixture() {
+        for (name, want, _) in FIXTURES {
+            let out = run_auto(&fixtures().join(name));
+            for (source, got) in &out.formats {
+                assert_eq!(*got, want, "{source}");
+            }
+            assert!(!out.formats.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn directories_are_read_in_sorted_path_order() {
+        let out = run_auto(&fixtures().join("tree"));
+        let sources: Vec<&String> = out.formats.keys().collect();
+        assert_eq!(sources.len(), 2);
+        assert!(sources[0].contains("/h=08/m=00/PT1H.json"), "{sources:?}");
+        assert!(sources[1].contains("/h=09/m=00/PT1H.json"), "{sources:?}");
+        assert_eq!(out.diagnostics.inputs, 2);
+    }
+
+    #[test]
+    fn the_override_wins() {
+        // NDJSON read as JSON documents: concatenated objects, same events.
+        let out = run(
+            &[fixtures().join("ndjson.json")],
+            &opts(InputFormat::JsonArray),
+        );
+        assert_eq!(out.aggregates.stats.events, 31);
+        assert_eq!(out.formats.values().next(), Some(&InputFormat::JsonArray));
+        // NDJSON forced through the CSV reader: nothing usable, and it says so.
+        let out = run(
+            &[fixtures().join("ndjson.json")],
+            &opts(InputFormat::DefenderCsv),
+        );
+        assert_eq!(out.aggregates.stats.events, 0);
+        assert_eq!(out.formats.values().next(), Some(&InputFormat::DefenderCsv));
+        assert!(out.diagnostics.errors() > 0);
+    }
+
+    #[test]
+    fn missing_inputs_are_errors_that_say_where() {
+        let e = ingest(
+            &[PathBuf::from("/no/such/file.json")],
+            &opts(InputFormat::Auto),
+            &make,
+        )
+        .unwrap_err();
+        assert!(matches!(e, IngestError::Io { .. }));
+        assert!(e.to_string().starts_with("/no/such/file.json: "), "{e}");
+        let e = ingest(&[], &opts(InputFormat::Auto), &make).unwrap_err();
+        assert!(matches!(e, IngestError::NoInput(_)));
+        let empty = tempfile::tempdir().unwrap();
+        let e = ingest(
+            &[empty.path().to_path_buf()],
+            &opts(InputFormat::Auto),
+            &make,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("directory holds no files"), "{e}");
+    }
+}
+
+mod bad_input {
+    use super::*;
+
+    fn good(n: u32) -> String {
+        format!(
+            r#"{{"Timestamp":"2025-12-22T09:00:{:02}Z","DeviceName":"web-01","ActionType":"InboundConnectionAccepted","RemoteIP":"203.0.113.{}","LocalPort":443,"ReportId":{n}}}"#,
+            n % 60,
+            n % 250 + 1
+        )
+    }
+
+    fn file_with(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Good line, the bad line, good line: the bad one is counted at line 2 with `message`.
+    fn one_bad_line(bad: &[u8], reason: SkipReason, message: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = Vec::new();
+        data.extend_from_slice(good(1).as_bytes());
+        data.push(b'\n');
+        data.extend_from_slice(bad);
+        data.push(b'\n');
+        data.extend_from_slice(good(2).as_bytes());
+        data.push(b'\n');
+        let p = file_with(&dir, "bad.json", &data);
+        let out = run_auto(&p);
+        let d = &out.diagnostics;
+        assert_eq!(d.count(reason), 1, "{:?}", d.examples);
+        assert_eq!(d.total_skipped(), 1, "{:?}", d.examples);
+        assert_eq!(
+            out.aggregates.stats.events, 2,
+            "the lines before and after still count"
+        );
+        let ex = &d.examples[0];
+        assert_eq!(ex.location.source, p.display().to_string());
+        assert_eq!(ex.location.line, Some(2));
+        assert!(ex.location.offset.unwrap() >= good(1).len() as u64 + 1);
+        assert!(
+            ex.message.contains(message),
+            "{:?} lacks {message:?}",
+            ex.message
+        );
+
+        // Strict mode stops with the same example.
+        let e = ingest(
+            &[p.clone()],
+            &IngestOptions {
+                strict: true,
+                ..opts(InputFormat::Auto)
+            },
+            &make,
+        )
+        .unwrap_err();
+        match &e {
+            IngestError::Strict(x) => {
+                assert_eq!(x.reason, reason);
+                assert_eq!(x.location.line, Some(2));
+            }
+            other => panic!("expected a strict error, got {other}"),
+        }
+        assert!(e.to_string().contains(": line 2 "), "{e}");
+        assert!(e.to_string().contains(message), "{e}");
+    }
+
+    #[test]
+    fn malformed_line() {
+        one_bad_line(
+            br#"{"Timestamp": "2025-12-22T09:00:00Z", "DeviceName": oops}"#,
+            SkipReason::Malformed,
+            "JSON: expected value",
+        );
+    }
+
+    #[test]
+    fn wrong_type() {
+        let bad = good(3).replace(r#""DeviceName":"web-01""#, r#""DeviceName":42"#);
+        one_bad_line(
+            bad.as_bytes(),
+            SkipReason::WrongType,
+            r#"field "DeviceName": expected a string, got a number 42"#,
+        );
+    }
+
+    #[test]
+    fn bad_timestamp() {
+        let bad = good(3).replace("2025-12-22T09:00:03Z", "yesterday");
+        one_bad_line(
+            bad.as_bytes(),
+            SkipReason::BadTimestamp,
+            r#"field "Timestamp": not a date-time: "yesterday""#,
+        );
+    }
+
+    #[test]
+    fn bad_ip() {
+        let bad = good(3).replace("203.0.113.4", "203.0.113.400");
+        one_bad_line(
+            bad.as_bytes(),
+            SkipReason::BadIp,
+            r#"field "RemoteIP": not an IP address: "203.0.113.400""#,
+        );
+    }
+
+    #[test]
+    fn bad_port() {
+        let bad = good(3).replace(r#""LocalPort":443"#, r#""LocalPort":-1"#);
+        one_bad_line(
+            bad.as_bytes(),
+            SkipReason::BadPort,
+            r#"field "LocalPort": not a port (0-65535): a number -1"#,
+        );
+    }
+
+    #[test]
+    fn binary_garbage() {
+        one_bad_line(
+            b"\x00\x13\x37\xde\xad\xbe\xef\x01\x02",
+            SkipReason::Binary,
+            "not UTF-8 text",
+        );
+        one_bad_line(
+            b"PK\x03\x04\x00\x00",
+            SkipReason::Binary,
+            "binary data (control byte 0x03 at column 3)",
+        );
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let mut bad = good(3).into_bytes();
+        let at = bad.iter().position(|&c| c == b'w').unwrap();
+        bad[at] = 0xc3; // a lead byte without its continuation
+        one_bad_line(
+            &bad,
+            SkipReason::Binary,
+            "not UTF-8 text (invalid byte 0xc3",
+        );
+    }
+
+    #[test]
+    fn a_100_mb_line_is_skipped_not_buffered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("long.json");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p).unwrap());
+        writeln!(f, "{}", good(1)).unwrap();
+        f.write_all(br#"{"DeviceName":""#).unwrap();
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&block).unwrap();
+        }
+        f.write_all(b"\"}\n").unwrap();
+        writeln!(f, "{}", good(2)).unwrap();
+        drop(f);
+        let out = run_auto(&p);
+        let d = &out.diagnostics;
+        assert_eq!(d.count(SkipReason::TooLong), 1);
+        assert_eq!(out.aggregates.stats.events, 2);
+        let ex = &d.examples[0];
+        assert_eq!(ex.location.line, Some(2));
+        assert_eq!(ex.location.offset, Some(good(1).len() as u64 + 1));
+        assert!(
+            ex.message
+                .contains("longer than the limit of 67108864 bytes"),
+            "{}",
+            ex.message
+        );
+    }
+
+    #[test]
+    fn a_long_line_in_a_compressed_stream_streams_past() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        writeln!(enc, "{}", good(1)).unwrap();
+        enc.write_all(br#"{"DeviceName":""#).unwrap();
+        let block = vec![b'a'; 1 << 20];
+        for _ in 0..40 {
+            enc.write_all(&block).unwrap();
+        }
+        enc.write_all(b"\"}\n").unwrap();
+        for n in 2..5 {
+            writeln!(enc, "{}", good(n)).unwrap();
+        }
+        let p = file_with(&dir, "long.json.gz", &enc.finish().unwrap());
+        let o = IngestOptions {
+            max_line_bytes: 4 << 20,
+            ..opts(InputFormat::Auto)
+        };
+        let out = run(&[p], &o);
+        let d = &out.diagnostics;
+        assert_eq!(d.count(SkipReason::TooLong), 1, "{:?}", d.examples);
+        assert_eq!(d.total_skipped(), 1, "{:?}", d.examples);
+        assert_eq!(out.aggregates.stats.events, 4);
+        assert_eq!(d.examples[0].location.line, Some(2));
+        assert_eq!(
+            d.examples[0].location.offset,
+            Some(good(1).len() as u64 + 1)
+        );
+    }
+
+    fn many_lines(n: u32) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            v.extend_from_slice(good(i).as_bytes());
+            v.push(b'\n');
+        }
+        v
+    }
+
+    /// A compressed stream cut at 60 %: every whole line decoded before the break counts, the
+    /// break is one `Truncated` skip at the decoded offset, the cut line is not reported again.
+    fn truncated(name: &str, compressed: Vec<u8>, plain: &[u8], kind: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let cut = &compressed[..compressed.len() * 6 / 10];
+        let p = file_with(&dir, name, cut);
+        let out = run_auto(&p);
+        let d = &out.diagnostics;
+        assert_eq!(d.count(SkipReason::Truncated), 1, "{:?}", d.examples);
+        assert_eq!(d.total_skipped(), 1, "{:?}", d.examples);
+        let ex = &d.examples[0];
+        let at = ex.location.offset.unwrap() as usize;
+        assert!(at > 0 && at < plain.len(), "{at}");
+        let whole_lines = memchr::memchr_iter(b'\n', &plain[..at]).count() as u64;
+        assert!(whole_lines > 100, "{whole_lines}");
+        assert_eq!(out.aggregates.stats.events, whole_lines);
+        assert!(
+            ex.message.starts_with(&format!(
+                "{kind} stream breaks off after {at} decompressed bytes"
+            )),
+            "{}",
+            ex.message
+        );
+        let e = ingest(
+            &[p],
+            &IngestOptions {
+                strict: true,
+                ..opts(InputFormat::Auto)
+            },
+            &make,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+
+    #[test]
+    fn truncated_gzip() {
+        let plain = many_lines(3000);
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&plain).unwrap();
+        truncated("cut.json.gz", enc.finish().unwrap(), &plain, "gzip");
+    }
+
+    #[test]
+    fn truncated_zstd() {
+        let plain = many_lines(3000);
+        let z = zstd::encode_all(&plain[..], 3).unwrap();
+        truncated("cut.json.zst", z, &plain, "zstd");
+    }
+
+    #[test]
+    fn bad_csv_record_says_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = "Timestamp,DeviceName,ActionType,RemoteIP,LocalPort\r\n\
+                   2025-12-22T09:00:01Z,web-01,InboundConnectionAccepted,203.0.113.1,443\r\n\
+                   2025-12-22T09:00:02Z,web-01,InboundConnectionAccepted,203.0.113.2,https\r\n\
+                   2025-12-22T09:00:03Z,web-01,InboundConnectionAccepted,203.0.113.3,443\r\n";
+        let p = file_with(&dir, "bad.csv", csv.as_bytes());
+        let out = run_auto(&p);
+        assert_eq!(out.aggregates.stats.events, 2);
+        let ex = &out.diagnostics.examples[0];
+        assert_eq!(ex.reason, SkipReason::BadPort);
+        assert_eq!(ex.location.line, Some(3));
+        assert_eq!(
+            ex.message,
+            r#"field "LocalPort": not a port (0-65535): "https""#
+        );
+    }
+
+    #[test]
+    fn bad_row_in_a_json_array_says_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let doc = format!(
+            "[\n{},\n{},\n{}\n]\n",
+            good(1),
+            good(2).replace("ReportId", "ReportId\":\"x\",\"_"),
+            good(3)
+        );
+        let p = file_with(&dir, "bad-array.json", doc.as_bytes());
+        let out = run_auto(&p);
+        assert_eq!(out.formats.values().next(), Some(&InputFormat::JsonArray));
+        assert_eq!(out.aggregates.stats.events, 2);
+        let ex = &out.diagnostics.examples[0];
+        assert_eq!(ex.reason, SkipReason::WrongType);
+        assert_eq!(ex.location.line, Some(3));
+    }
+}
