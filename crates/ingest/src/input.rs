@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use floodwatch_core::{Aggregates, Aggregator, Diagnostics, Location, SkipExample, SkipReason};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines};
+
 use crate::format::{BOM, Compression, InputFormat, ReaderKind};
 use crate::json::{parse_line, read_documents};
-use crate::lines::{Chunk, Fallback, Worker, aggregate_lines};
 use crate::record::{ColumnIndex, CsvRow, to_event};
 use crate::{IngestError, IngestOptions, IngestOutput};
 
@@ -304,9 +305,10 @@ impl Run<'_> {
         Err(IngestError::Strict(ex))
     }
 
-    fn lines(&mut self, chunk: Chunk) {
+    /// Feeds whole lines to the workers; returns the number of `\n` in the chunk.
+    fn lines(&mut self, chunk: Chunk) -> u64 {
         let fallback: &Fallback = &parse_line;
-        aggregate_lines(chunk, &mut self.workers, self.opts.max_line_bytes, fallback);
+        aggregate_lines(chunk, &mut self.workers, self.opts.max_line_bytes, fallback)
     }
 }
 
@@ -317,10 +319,7 @@ pub(crate) fn run(
 ) -> Result<IngestOutput, IngestError> {
     let inputs = expand(inputs)?;
     let workers = (0..opts.threads.max(1))
-        .map(|_| Worker {
-            agg: make_aggregator(),
-            diag: Diagnostics::default(),
-        })
+        .map(|_| Worker::new(make_aggregator()))
         .collect();
     let mut run = Run {
         opts,
@@ -482,44 +481,101 @@ fn finish_input(
     Ok(())
 }
 
-/// A plain file of lines: memory-mapped and fed to the line driver in windows.
+/// A plain file of lines, memory-mapped one window at a time: each window (cut after its last
+/// newline) is parsed in parallel and unmapped before the next, so resident memory stays about
+/// one window whatever the file size, and a line longer than the limit is stepped over window
+/// by window without ever being held whole.
 fn read_mapped(run: &mut Run, path: &Path, name: &str, bom: u64) -> Result<(), IngestError> {
     let io_err = |source| IngestError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = File::open(path).map_err(io_err)?;
-    if file.metadata().map_err(io_err)?.len() == 0 {
-        return Ok(());
-    }
-    // SAFETY: the map is read-only and lives only for this call. If another process truncates
-    // the file while it is read, reads of the lost pages fault (SIGBUS); that is the accepted
-    // price of mapping, as in ripgrep, and files being appended to only grow.
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
-    let data = map.get(bom as usize..).unwrap_or(&[]);
-    run.diag.bytes_read += map.len() as u64;
-    let mut start = 0usize;
+    let len = file.metadata().map_err(io_err)?.len();
+    let max_line = run.opts.max_line_bytes as u64;
+    let mut start = bom.min(len);
     let mut line = 1u64;
-    while start < data.len() {
-        let mut end = (start + WINDOW).min(data.len());
-        if end < data.len() {
-            // Cut after the last newline of the window, or after the next one if the window
-            // holds none (a single very long line).
-            end = match memchr::memrchr(b'\n', &data[start..end]) {
-                Some(i) => start + i + 1,
-                None => memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |i| end + i + 1),
-            };
+    // A window is always longer than the longest line allowed, so a window without a newline
+    // proves its line too long.
+    let base_window = (WINDOW as u64).max(max_line.saturating_add(2));
+    let mut window = base_window;
+    // Inside a line already reported as too long: step to its end.
+    let mut skipping = false;
+    run.diag.bytes_read += len;
+    while start < len {
+        let end = (start + window).min(len);
+        let map_len = usize::try_from(end - start)
+            .map_err(|_| io_err(io::Error::other("window does not fit in memory")))?;
+        // SAFETY: a read-only private map of a file the program only reads. If another process
+        // truncates the file meanwhile, touching the lost pages raises SIGBUS: the accepted
+        // price of mapping (ripgrep makes the same trade), and exports are written once.
+        #[allow(unsafe_code)]
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(start)
+                .len(map_len)
+                .map(&file)
         }
-        let piece = &data[start..end];
-        run.lines(Chunk {
-            data: piece,
-            source: name,
-            first_line: line,
-            base_offset: bom + start as u64,
-        });
-        line += memchr::memchr_iter(b'\n', piece).count() as u64;
-        start = end;
+        .map_err(io_err)?;
+        let _ = map.advise(memmap2::Advice::Sequential);
+        let data: &[u8] = &map;
+        let mut used = 0usize;
+        if skipping {
+            match memchr::memchr(b'\n', data) {
+                Some(i) => {
+                    used = i + 1;
+                    line += 1;
+                    skipping = false;
+                }
+                None => {
+                    start = end;
+                    continue;
+                }
+            }
+        }
+        let rest = &data[used..];
+        match memchr::memrchr(b'\n', rest) {
+            Some(i) => {
+                line += run.lines(Chunk {
+                    data: &rest[..=i],
+                    source: name,
+                    first_line: line,
+                    base_offset: start + used as u64,
+                });
+                used += i + 1;
+                window = base_window;
+            }
+            // The last line of the file, without a newline.
+            None if end == len => {
+                line += run.lines(Chunk {
+                    data: rest,
+                    source: name,
+                    first_line: line,
+                    base_offset: start + used as u64,
+                });
+                used = data.len();
+            }
+            None if rest.len() as u64 > max_line => {
+                let w = first_worker(run);
+                w.diag.records_read += 1;
+                w.diag.skip(
+                    SkipReason::TooLong,
+                    Location {
+                        source: name.to_owned(),
+                        line: Some(line),
+                        offset: Some(start + used as u64),
+                    },
+                    format!("line is longer than the limit of {max_line} bytes"),
+                );
+                skipping = true;
+                used = data.len();
+            }
+            // A line longer than the window but within the limit: map a bigger window.
+            None if used == 0 => window = window.saturating_mul(2),
+            None => {}
+        }
+        start += used as u64;
+        drop(map);
         run.tick();
         run.check_strict()?;
     }
@@ -585,13 +641,12 @@ fn read_blocks(run: &mut Run, input: &Input, opened: Opened) -> Result<(), Inges
         }
         match memchr::memrchr(b'\n', &buf) {
             Some(i) => {
-                run.lines(Chunk {
+                line += run.lines(Chunk {
                     data: &buf[..=i],
                     source: &input.name,
                     first_line: line,
                     base_offset: offset,
                 });
-                line += memchr::memchr_iter(b'\n', &buf[..=i]).count() as u64;
                 offset += i as u64 + 1;
                 buf.drain(..=i);
             }

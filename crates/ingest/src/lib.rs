@@ -7,8 +7,9 @@
 //! The format is sniffed from the first bytes after decompression unless forced.
 //!
 //! Three readers share one field mapping ([`record`]): line-oriented JSON goes through the
-//! parallel line driver (memory-mapped for plain files, bounded blocks for compressed input and
-//! stdin); JSON documents are streamed row by row ([`json`]); CSV goes through the `csv` crate.
+//! parallel line driver of `floodwatch-scan`, whose fast scanner hands anything unusual to
+//! [`json::parse_line`] (plain files are memory-mapped window by window; compressed input and
+//! stdin are decompressed in bounded blocks); JSON documents are streamed row by row ([`json`]); CSV goes through the `csv` crate.
 //!
 //! Bad input is data: each unusable record is counted in [`Diagnostics`] with where it was and
 //! why, and the run goes on. [`IngestOptions::strict`] turns the first such error into
@@ -22,7 +23,6 @@ pub mod json;
 pub mod record;
 
 mod input;
-mod lines;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
