@@ -239,7 +239,7 @@ fn build_alert(
     let base_sources = a.baseline.metric[super::baseline::SOURCES].median;
     if !cold {
         reasons.push(format!(
-            "{} distinct sources vs baseline {} ({:.1}x)",
+            "{} distinct inbound sources (all vectors) vs baseline {} ({:.1}x)",
             fmt_n(a.sources as f64),
             fmt_n(base_sources),
             a.sources as f64 / base_sources.max(1.0)
@@ -272,7 +272,12 @@ fn build_alert(
         ));
     }
     let top = agg.top.top(TOP_SOURCES);
-    let top1 = top.first().map(|t| (t.0, t.1)).filter(|t| t.1 > 0);
+    // The guaranteed part of the top count (Space-Saving over-estimates by at most its error),
+    // so a summary's error can never make a distributed flood look like one source.
+    let top1 = top
+        .first()
+        .map(|t| (t.0, t.1.saturating_sub(t.2)))
+        .filter(|t| t.1 > 0);
     if let Some((ip, c)) = top1 {
         reasons.push(format!(
             "top source {ip} made {} connections, {} of the excess (single-source threshold {})",

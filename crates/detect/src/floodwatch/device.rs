@@ -293,7 +293,10 @@ impl DeviceState {
                     let y = (excess / expected.max(cfg.min_excess)).min(4.0);
                     cusum = (cusum + y - cfg.cusum_k).clamp(0.0, 2.0 * cfg.cusum_h);
                     let elevated = excess >= 2.0 * spread && excess >= cfg.min_excess / 2.0;
-                    cusum_alarm = cusum >= cfg.cusum_h
+                    // A separate path for what the one-bin test misses, so that one surge is
+                    // not counted as two independent signals.
+                    cusum_alarm = !one_bin
+                        && cusum >= cfg.cusum_h
                         && elevated
                         && novel
                         && group_sources >= cfg.min_sources;
