@@ -86,6 +86,10 @@ pub struct FloodwatchConfig {
     /// The top source carrying at least this share of the excess makes a surge a single-source
     /// surge (a monitor or scanner), suppressed. Default `0.5`.
     pub single_source_share: f64,
+    /// The same test for a handful of sources: the top this-many sources together carrying
+    /// `single_source_share` of the excess make a few-source surge (load generators, a
+    /// scanner farm), suppressed. At most 32 (the top-talker summary's size). Default `10`.
+    pub dominant_sources: usize,
     /// Allow-listed sources (`--allow-source`) carrying at least this share of the excess make
     /// a surge a load test, suppressed. Default `0.5`.
     pub allowed_share: f64,
@@ -128,6 +132,7 @@ impl Default for FloodwatchConfig {
             novelty_days: 7,
             max_history_sources: 32_768,
             single_source_share: 0.5,
+            dominant_sources: 10,
             allowed_share: 0.5,
             carpet_min_devices: 3,
             carpet_rate_ratio: 1.5,
@@ -216,6 +221,12 @@ impl FloodwatchConfig {
         }
         if self.baseline_days > 366 || self.novelty_days > 366 {
             return Err("floodwatch.baseline_days and novelty_days are at most 366".into());
+        }
+        if self.dominant_sources == 0 || self.dominant_sources > 32 {
+            return Err(format!(
+                "floodwatch.dominant_sources must be in 1..=32, got {}",
+                self.dominant_sources
+            ));
         }
         if self.max_history_sources < 16 {
             return Err(format!(

@@ -292,6 +292,8 @@ fn build_alert(
     }
 
     // Suppression, most specific first.
+    let dominant = agg.top.top(cfg.dominant_sources);
+    let top_n: u64 = dominant.iter().map(|t| t.1.saturating_sub(t.2)).sum();
     let few_sources = groups.iter().all(|g| g.sources < cfg.min_sources);
     let suppression = if let Some(r) = windows.reason(device, time) {
         Some(r)
@@ -316,6 +318,13 @@ fn build_alert(
         Some(format!(
             "only {} distinct sources (< {}): not a distributed attack",
             primary.sources, cfg.min_sources
+        ))
+    } else if top_n as f64 >= cfg.single_source_share * excess {
+        Some(format!(
+            "few-source surge: the top {} sources made {} connections ({} of the excess): not a distributed attack",
+            dominant.len(),
+            fmt_n(top_n as f64),
+            pct((top_n as f64 / excess).min(1.0))
         ))
     } else if !cold && primary.novel_excess < cfg.novel_share {
         Some(format!(

@@ -36,8 +36,9 @@
 //! **Suppression** (the alert is still emitted, `Suppressed: true` + `SuppressionReason`; the
 //! first that applies wins): a maintenance / load-test window matching the device; allow-listed
 //! sources carrying `allowed_share` of the excess; a single source carrying
-//! `single_source_share` of the excess or fewer than `min_sources` sources (a monitor or
-//! scanner, not a distributed attack); a flash crowd (less than `novel_share` of the excess
+//! `single_source_share` of the excess, fewer than `min_sources` sources, or the top
+//! `dominant_sources` together carrying that share (a monitor, scanner or load generator, not a
+//! distributed attack); a flash crowd (less than `novel_share` of the excess
 //! from new sources). Suppressed and unsuppressed alert bins are both kept out of the baseline
 //! and out of the novelty history, and so are *suspect* bins (clearly elevated, mostly new
 //! sources, CUSUM running): a slow flood must not lift the baseline, nor turn its own bots into

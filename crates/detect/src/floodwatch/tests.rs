@@ -254,6 +254,21 @@ fn misconfigured_monitor_is_a_single_source_surge() {
 }
 
 #[test]
+fn a_few_unlisted_load_generators_are_a_few_source_surge() {
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 3 {
+        for i in 0..8u8 {
+            f.add("web01", b, Class::Web, Ip::v4([198, 18, 0, i]), 1500, false);
+        }
+    }
+    let d = run_default(&f.finish(END));
+    assert!(unsuppressed(&d).is_empty(), "{:#?}", unsuppressed(&d));
+    assert_eq!(d.alerts.len(), 3);
+    let r = d.alerts[0].suppression_reason.as_deref().unwrap();
+    assert!(r.starts_with("few-source surge: the top 10 sources"), "{r}");
+}
+
+#[test]
 fn maintenance_window_suppresses_matching_devices_only() {
     let mut f = two_days(&["web01", "db01"]);
     for b in ATTACK..ATTACK + 2 {
