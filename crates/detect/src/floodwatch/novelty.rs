@@ -246,6 +246,32 @@ mod tests {
         assert_eq!(n.new, 5);
     }
 
+    proptest::proptest! {
+        /// Any split of the bins over two histories, merged, knows the same sources (below the
+        /// common threshold) as one history that saw every bin.
+        #[test]
+        fn merge_of_any_split_equals_one_shot(
+            bins in proptest::collection::vec((0u64..3000, 1u64..400, proptest::bool::ANY), 1..12),
+            k in proptest::prop_oneof![proptest::strategy::Just(16u32), proptest::strategy::Just(256)],
+        ) {
+            let mut whole = SourceHistory::new(100_000);
+            let mut a = SourceHistory::new(100_000);
+            let mut b = SourceHistory::new(100_000);
+            for (i, &(from, len, side)) in bins.iter().enumerate() {
+                let s = sketch(k, from..from + len);
+                whole.insert(&s, i as i64);
+                if side { &mut a } else { &mut b }.insert(&s, i as i64);
+            }
+            a.merge(&b);
+            proptest::prop_assert_eq!(a.tau(), whole.tau());
+            let mut x: Vec<(u64, i64)> = a.seen.iter().map(|(&k, &v)| (k, v)).collect();
+            let mut y: Vec<(u64, i64)> = whole.seen.iter().map(|(&k, &v)| (k, v)).collect();
+            x.sort_unstable();
+            y.sort_unstable();
+            proptest::prop_assert_eq!(x, y);
+        }
+    }
+
     #[test]
     fn merge_equals_one_shot_and_survives_serde() {
         let parts: Vec<(SourceSketch, i64)> = (0..6)
