@@ -290,7 +290,7 @@ impl DeviceState {
                 } else {
                     one_bin = observed >= threshold;
                     cusum = (cusum - gap * cfg.cusum_k).max(0.0);
-                    let y = (excess / expected.max(cfg.min_excess)).min(4.0);
+                    let y = (excess / expected.max(cfg.min_excess).max(1.0)).min(4.0);
                     cusum = (cusum + y - cfg.cusum_k).clamp(0.0, 2.0 * cfg.cusum_h);
                     let elevated = excess >= 2.0 * spread && excess >= cfg.min_excess / 2.0;
                     // A separate path for what the one-bin test misses, so that one surge is
@@ -375,7 +375,11 @@ impl DeviceState {
         for g in &a.groups {
             self.cusum[g.group as usize] = g.cusum;
         }
-        self.streak = if unsuppressed { self.streak + 1 } else { 0 };
+        self.streak = if unsuppressed {
+            self.streak.saturating_add(1)
+        } else {
+            0
+        };
         if rec_clean {
             self.sources.insert(&agg.sources, a.bin);
         }

@@ -196,6 +196,29 @@ fn every_vector_is_detected_at_onset_and_labelled() {
                 .all(|a| a.incident_id.as_deref() == Some(inc.incident_id.as_str()))
         );
         assert_eq!(inc.end, Some(W.start(ATTACK + 6)));
+        // Every column of the alert JSON is filled.
+        let j = serde_json::to_value(first).unwrap();
+        for key in [
+            "TimeGenerated",
+            "DeviceName",
+            "RequestCount",
+            "UniqueSourceIPs",
+            "AttackConfidence",
+            "Vector",
+            "VectorShare",
+            "Severity",
+            "Reasons",
+            "Baseline",
+            "NewSourceRatio",
+            "TopSources",
+            "MitreTechniques",
+            "IncidentId",
+        ] {
+            assert!(!j[key].is_null(), "{key} is null");
+        }
+        assert_eq!(j["Suppressed"], false);
+        assert_eq!(j["Vector"], vector.as_str());
+        assert!(j["Baseline"]["Threshold"].as_f64().unwrap() > 0.0);
     }
 }
 
@@ -554,4 +577,48 @@ fn merged_partial_aggregates_detect_the_same() {
     assert_eq!(hits[0].vector, Some(Vector::SynFlood));
     assert_eq!(hits[0].request_count, 1500);
     assert_eq!(bin_of(hits[0]), B0 + 30);
+}
+
+proptest::proptest! {
+    /// Whatever the traffic and however extreme the (valid) settings, detection completes and
+    /// every number it reports is finite and in range.
+    #[test]
+    fn never_panics_and_reports_finite_numbers(
+        bins in proptest::collection::vec(
+            (0i64..40, 0usize..4, 0u64..300, 1u32..50, proptest::bool::ANY), 1..120),
+        zero_floors in proptest::bool::ANY,
+    ) {
+        let mut f = Fleet::new();
+        for &(bin, class, sources, per, allowed) in &bins {
+            let class = [Class::Web, Class::Syn, Class::Udp, Class::Icmp][class];
+            for i in 0..sources {
+                f.add("dev", B0 + bin, class, random_ip(bin as u64, i), per, allowed);
+            }
+        }
+        let cfg = if zero_floors {
+            FloodwatchConfig {
+                min_excess: 0.0,
+                spread_floor: 0.0,
+                z_threshold: 0.0,
+                warmup_bins: 0,
+                min_sources: 0,
+                cold_min_count: 0,
+                cold_min_sources: 0,
+                cold_min_prefix_spread: 0.0,
+                ..FloodwatchConfig::default()
+            }
+        } else {
+            FloodwatchConfig::default()
+        };
+        cfg.validate().unwrap();
+        let d = run(&f.finish(B0 + 40), &cfg, TimeRange::default());
+        for a in &d.alerts {
+            proptest::prop_assert!(!a.reasons.is_empty());
+            let share = a.vector_share.unwrap();
+            proptest::prop_assert!((0.0..=1.0).contains(&share));
+            let b = a.baseline.as_ref().unwrap();
+            proptest::prop_assert!(b.expected.is_finite() && b.spread.is_finite() && b.threshold.is_finite());
+            proptest::prop_assert!(a.incident_id.is_some());
+        }
+    }
 }
