@@ -211,6 +211,11 @@ impl DeviceState {
         self.history.next_bin()
     }
 
+    /// Bins of history held (at most `baseline_days` worth).
+    pub fn history_bins(&self) -> usize {
+        self.history.len()
+    }
+
     /// Source hashes remembered.
     pub fn remembered_sources(&self) -> usize {
         self.sources.len()

@@ -484,6 +484,35 @@ fn saved_state_resumes_exactly() {
     assert_eq!(resumed.state, whole.state);
 }
 
+#[test]
+fn state_stays_bounded() {
+    // Two days of bins on a device seeing 300 brand-new sources every bin.
+    let cfg = FloodwatchConfig {
+        baseline_days: 1,
+        max_history_sources: 2_000,
+        ..FloodwatchConfig::default()
+    };
+    let mut det = Detector::new(&cfg, W).unwrap();
+    for bin in B0..B0 + 2 * DAY {
+        let mut f = Fleet::new();
+        for i in 0..300 {
+            f.add("web01", bin, Class::Web, random_ip(bin as u64, i), 1, false);
+        }
+        let agg = f.bins.values().next().unwrap().clone();
+        det.observe_bin(bin, &[("web01", &agg)]);
+    }
+    let s = &det.state.devices["web01"];
+    assert_eq!(s.history_bins(), DAY as usize);
+    assert!(s.remembered_sources() <= 2_000);
+    assert!(
+        s.remembered_sources() >= 1_000,
+        "{}",
+        s.remembered_sources()
+    );
+    let bytes = serde_json::to_vec(&det.state).unwrap().len();
+    assert!(bytes < 200_000, "{bytes} bytes of state");
+}
+
 /// Events through the real aggregator, split in two parts and merged, detect the same as the
 /// one-shot aggregate.
 #[test]
