@@ -1,0 +1,369 @@
+//! Scoring alerts against scenario labels: did each attack raise an unsuppressed alert within
+//! its first bins, did any benign scenario raise one, and how many bins of normal traffic did.
+//!
+//! Alerts are matched to a scenario by device and by bin overlap with the label's window, so a
+//! window that is not bin-aligned (a hand-written label) still matches the bins it touches.
+//! Suppressed alerts never count against a detector: they are the detector saying "this looked
+//! like an attack, but a declared reason explains it", which is what benign scenarios want.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use floodwatch_core::time::{BinWidth, NANOS_PER_HOUR, Nanos, Rfc3339, parse_duration};
+use floodwatch_detect::{Alert, Vector};
+
+use crate::scenario::{Label, LabelKind};
+
+/// What an evaluation must reach to pass. Keys are snake_case; every key has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Targets {
+    /// An attack is detected in time when its first unsuppressed alert's bin ends at most this
+    /// many bins after the attack starts (default 2).
+    pub max_detect_bins: u32,
+    /// Unsuppressed alerts allowed during benign scenarios, all scenarios together (default 0).
+    pub max_benign_alerts: u32,
+    /// Unsuppressed alert bins allowed on normal traffic after the warm-up (default 0).
+    pub max_normal_fp_bins: u32,
+    /// Time from the start of the data during which normal-traffic alerts are not scored, while
+    /// baselines are learnt (default `24h`; a duration like `90m`, `24h`, `2d`).
+    #[serde(with = "duration")]
+    pub warmup: Nanos,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            max_detect_bins: 2,
+            max_benign_alerts: 0,
+            max_normal_fp_bins: 0,
+            warmup: 24 * NANOS_PER_HOUR,
+        }
+    }
+}
+
+mod duration {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(n: &Nanos, s: S) -> Result<S::Ok, S::Error> {
+        let secs = n / 1_000_000_000;
+        if secs % 3600 == 0 {
+            s.collect_str(&format_args!("{}h", secs / 3600))
+        } else if secs % 60 == 0 {
+            s.collect_str(&format_args!("{}m", secs / 60))
+        } else {
+            s.collect_str(&format_args!("{secs}s"))
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Nanos, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a scenario came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Attack alerted within `max_detect_bins`.
+    Detected,
+    /// Attack alerted, but later than `max_detect_bins`.
+    Late,
+    /// Attack never alerted (unsuppressed) in its window.
+    Missed,
+    /// Benign scenario without unsuppressed alerts.
+    Quiet,
+    /// Benign scenario with at least one unsuppressed alert.
+    Flagged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Detected => "detected",
+            Outcome::Late => "LATE",
+            Outcome::Missed => "MISSED",
+            Outcome::Quiet => "quiet",
+            Outcome::Flagged => "FLAGGED",
+        }
+    }
+
+    pub fn is_pass(self) -> bool {
+        matches!(self, Outcome::Detected | Outcome::Quiet)
+    }
+}
+
+fn ser_time<S: serde::Serializer>(t: &Nanos, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Rfc3339(*t))
+}
+
+fn ser_opt_time<S: serde::Serializer>(t: &Option<Nanos>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&Rfc3339(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// One scenario's result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScenarioResult {
+    pub scenario: String,
+    pub kind: LabelKind,
+    pub devices: Vec<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub start: Nanos,
+    #[serde(serialize_with = "ser_time")]
+    pub end: Nanos,
+    pub outcome: Outcome,
+    /// Bin start of the first unsuppressed alert in the window.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub first_alert: Option<Nanos>,
+    /// Bins from the scenario start to the end of the first alert's bin (1 = the first bin).
+    pub detect_bins: Option<u32>,
+    /// The same in minutes.
+    pub detect_minutes: Option<f64>,
+    pub labelled_vector: Option<Vector>,
+    /// Vector of the first unsuppressed alert.
+    pub reported_vector: Option<Vector>,
+    /// Unsuppressed alerts (device bins) in the window.
+    pub alerts: u64,
+    /// Suppressed alerts in the window.
+    pub suppressed: u64,
+    /// How many of the scenario's devices raised an unsuppressed alert.
+    pub devices_alerted: usize,
+}
+
+/// An unsuppressed alert on normal traffic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FalsePositive {
+    pub device: String,
+    #[serde(serialize_with = "ser_time")]
+    pub time: Nanos,
+}
+
+/// The whole evaluation, printable as a table ([`fmt::Display`]) and as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EvalReport {
+    pub scenarios: Vec<ScenarioResult>,
+    /// Distinct (device, bin) of unsuppressed alerts outside every window of their device,
+    /// after the warm-up.
+    pub normal_false_positives: Vec<FalsePositive>,
+    /// Unsuppressed alerts on normal traffic during the warm-up (not scored).
+    pub warmup_alerts: u64,
+    pub attacks: usize,
+    pub attacks_detected_in_time: usize,
+    pub benign: usize,
+    /// Unsuppressed alerts during benign scenarios.
+    pub benign_alerts: u64,
+    #[serde(serialize_with = "ser_width")]
+    pub bin_width: BinWidth,
+    pub targets: Targets,
+    pub passed: bool,
+}
+
+fn ser_width<S: serde::Serializer>(w: &BinWidth, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{}s", w.secs()))
+}
+
+impl EvalReport {
+    /// Every attack detected in time, benign alerts and normal false positives within targets.
+    pub fn passed(&self) -> bool {
+        self.passed
+    }
+
+    /// Scenarios that did not meet their target.
+    pub fn failures(&self) -> impl Iterator<Item = &ScenarioResult> {
+        self.scenarios.iter().filter(|s| !s.outcome.is_pass())
+    }
+}
+
+fn overlaps(a: &Alert, l: &Label, w: Nanos) -> bool {
+    a.time_generated < l.end && a.time_generated + w > l.start && l.devices.contains(&a.device_name)
+}
+
+/// Scores `alerts` against `labels`. `aggs_span` is the data's (start, end); the warm-up counts
+/// from its start.
+pub fn evaluate(
+    alerts: &[Alert],
+    labels: &[Label],
+    aggs_span: (Nanos, Nanos),
+    width: BinWidth,
+    targets: &Targets,
+) -> EvalReport {
+    let w = width.nanos();
+    let mut scenarios = Vec::with_capacity(labels.len());
+    for l in labels {
+        let mut first: Option<&Alert> = None;
+        let mut n = 0u64;
+        let mut suppressed = 0u64;
+        let mut devs = BTreeSet::new();
+        for a in alerts.iter().filter(|a| overlaps(a, l, w)) {
+            if a.suppressed {
+                suppressed += 1;
+                continue;
+            }
+            n += 1;
+            devs.insert(a.device_name.as_str());
+            if first.is_none_or(|f| {
+                (a.time_generated, &a.device_name) < (f.time_generated, &f.device_name)
+            }) {
+                first = Some(a);
+            }
+        }
+        let delay = first.map(|f| (f.time_generated + w - l.start).max(0));
+        let detect_bins = delay.map(|d| ((d + w - 1) / w) as u32);
+        let outcome = match (l.kind, detect_bins) {
+            (LabelKind::Attack, Some(b)) if b <= targets.max_detect_bins => Outcome::Detected,
+            (LabelKind::Attack, Some(_)) => Outcome::Late,
+            (LabelKind::Attack, None) => Outcome::Missed,
+            (LabelKind::Benign, Some(_)) => Outcome::Flagged,
+            (LabelKind::Benign, None) => Outcome::Quiet,
+        };
+        scenarios.push(ScenarioResult {
+            scenario: l.scenario.clone(),
+            kind: l.kind,
+            devices: l.devices.clone(),
+            start: l.start,
+            end: l.end,
+            outcome,
+            first_alert: first.map(|f| f.time_generated),
+            detect_bins,
+            detect_minutes: delay.map(|d| d as f64 / 60e9),
+            labelled_vector: l.vector,
+            reported_vector: first.and_then(|f| f.vector),
+            alerts: n,
+            suppressed,
+            devices_alerted: devs.len(),
+        });
+    }
+    let warm_end = aggs_span.0.saturating_add(targets.warmup);
+    let mut fps = BTreeSet::new();
+    let mut warmup_alerts = 0u64;
+    for a in alerts.iter().filter(|a| !a.suppressed) {
+        if labels.iter().any(|l| overlaps(a, l, w)) {
+            continue;
+        }
+        if a.time_generated < warm_end {
+            warmup_alerts += 1;
+        } else {
+            fps.insert(FalsePositive {
+                device: a.device_name.clone(),
+                time: a.time_generated,
+            });
+        }
+    }
+    let attacks = scenarios
+        .iter()
+        .filter(|s| s.kind == LabelKind::Attack)
+        .count();
+    let in_time = scenarios
+        .iter()
+        .filter(|s| s.outcome == Outcome::Detected)
+        .count();
+    let benign = scenarios.len() - attacks;
+    let benign_alerts: u64 = scenarios
+        .iter()
+        .filter(|s| s.kind == LabelKind::Benign)
+        .map(|s| s.alerts)
+        .sum();
+    let normal_false_positives: Vec<FalsePositive> = fps.into_iter().collect();
+    let passed = in_time == attacks
+        && benign_alerts <= targets.max_benign_alerts as u64
+        && normal_false_positives.len() as u64 <= targets.max_normal_fp_bins as u64;
+    EvalReport {
+        scenarios,
+        normal_false_positives,
+        warmup_alerts,
+        attacks,
+        attacks_detected_in_time: in_time,
+        benign,
+        benign_alerts,
+        bin_width: width,
+        targets: targets.clone(),
+        passed,
+    }
+}
+
+impl fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<18} {:<7} {:<9} {:<17} {:<27} {:>9} {:>7} {:>6}  devices",
+            "scenario",
+            "kind",
+            "result",
+            "start",
+            "vector (label / alert)",
+            "detect",
+            "alerts",
+            "suppr"
+        )?;
+        for s in &self.scenarios {
+            let vec = |v: Option<Vector>| v.map_or("-", |v| v.as_str());
+            let detect = match (s.detect_bins, s.detect_minutes) {
+                (Some(b), Some(m)) => format!("{b}b/{m:.0}m"),
+                _ => "-".to_owned(),
+            };
+            let start = Rfc3339(s.start).to_string();
+            writeln!(
+                f,
+                "{:<18} {:<7} {:<9} {:<17} {:<27} {:>9} {:>7} {:>6}  {}{}",
+                s.scenario,
+                s.kind.as_str(),
+                s.outcome.as_str(),
+                start.get(..16).unwrap_or(&start),
+                format!("{} / {}", vec(s.labelled_vector), vec(s.reported_vector)),
+                detect,
+                s.alerts,
+                s.suppressed,
+                s.devices.join(","),
+                if s.devices.len() > 1 {
+                    format!(" ({} alerted)", s.devices_alerted)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+        let t = &self.targets;
+        writeln!(
+            f,
+            "attacks detected within {} bins ({} min): {}/{}",
+            t.max_detect_bins,
+            t.max_detect_bins as i64 * self.bin_width.secs() / 60,
+            self.attacks_detected_in_time,
+            self.attacks
+        )?;
+        writeln!(
+            f,
+            "unsuppressed alerts on benign scenarios: {} (target <= {}), over {} benign scenarios",
+            self.benign_alerts, t.max_benign_alerts, self.benign
+        )?;
+        write!(
+            f,
+            "false-positive bins on normal traffic after {} h warm-up: {} (target <= {})",
+            t.warmup / NANOS_PER_HOUR,
+            self.normal_false_positives.len(),
+            t.max_normal_fp_bins
+        )?;
+        for fp in self.normal_false_positives.iter().take(10) {
+            write!(f, "\n  {} {}", fp.device, Rfc3339(fp.time))?;
+        }
+        if self.normal_false_positives.len() > 10 {
+            write!(f, "\n  ... {} more", self.normal_false_positives.len() - 10)?;
+        }
+        if self.warmup_alerts > 0 {
+            write!(
+                f,
+                "\n(not scored: {} alerts during the warm-up)",
+                self.warmup_alerts
+            )?;
+        }
+        write!(f, "\n{}", if self.passed { "PASSED" } else { "FAILED" })
+    }
+}
