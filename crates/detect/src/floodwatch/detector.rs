@@ -96,15 +96,25 @@ impl Detector {
     }
 
     /// Scores one closed bin of every device that has traffic in it (or is between its first
-    /// and last event: pass an empty [`BinAgg`] for idle bins). Returns the alerts raised, also
-    /// the suppressed ones.
+    /// and last event: pass an empty [`BinAgg`] for idle bins, so the slow-rise test sees the
+    /// quiet). Returns the alerts raised, also the suppressed ones. A device's bins must come in
+    /// time order; a bin at or before one already scored for that device is ignored.
     pub fn observe_bin(&mut self, bin: i64, devices: &[(&str, &BinAgg)]) -> Vec<Scored> {
         let per_day = self.width.per_day();
         let cfg = &self.cfg;
+        let state = &self.state;
         let assessed: Vec<(&str, &BinAgg, Assessment)> = devices
             .iter()
+            // Time only moves forward: a bin at or before one already scored is ignored.
+            .filter(|(name, _)| {
+                state
+                    .devices
+                    .get(*name)
+                    .and_then(DeviceState::next_bin)
+                    .is_none_or(|next| bin >= next)
+            })
             .map(|&(name, agg)| {
-                let a = match self.state.devices.get(name) {
+                let a = match state.devices.get(name) {
                     Some(s) => s.assess(bin, agg, cfg, per_day),
                     None => DeviceState::new(cfg, per_day).assess(bin, agg, cfg, per_day),
                 };

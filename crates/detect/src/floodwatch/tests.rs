@@ -479,6 +479,10 @@ fn saved_state_resumes_exactly() {
     assert_eq!(state, first.state);
     let mut resumed = Detector::new(&cfg, W).unwrap().with_state(state);
     got.extend(feed(&mut resumed, ATTACK + 2..END));
+    assert!(
+        feed(&mut resumed, ATTACK..ATTACK + 2).is_empty(),
+        "bins already scored are not scored again"
+    );
     assert_eq!(got.len(), 6);
     assert_eq!(got, expected);
     assert_eq!(resumed.state, whole.state);
