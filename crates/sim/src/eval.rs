@@ -367,3 +367,173 @@ impl fmt::Display for EvalReport {
         write!(f, "\n{}", if self.passed { "PASSED" } else { "FAILED" })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floodwatch_core::time::NANOS_PER_MIN;
+    use floodwatch_detect::{Confidence, RuleName, Severity};
+
+    const T0: Nanos = 1_766_361_600 * 1_000_000_000;
+    const M: Nanos = NANOS_PER_MIN;
+
+    fn alert(device: &str, at_min: i64, suppressed: bool, vector: Option<Vector>) -> Alert {
+        Alert {
+            time_generated: T0 + at_min * M,
+            device_name: device.into(),
+            request_count: 1000,
+            unique_source_ips: 500,
+            total_bytes: None,
+            attack_confidence: Confidence::High,
+            rule: RuleName::Floodwatch,
+            vector,
+            vector_share: None,
+            severity: Severity::High,
+            reasons: vec![],
+            baseline: None,
+            new_source_ratio: None,
+            top_sources: vec![],
+            mitre_techniques: vec![],
+            suppressed,
+            suppression_reason: None,
+            incident_id: None,
+        }
+    }
+
+    fn label(name: &str, kind: LabelKind, devices: &[&str], from_min: i64, to_min: i64) -> Label {
+        Label {
+            scenario: name.into(),
+            kind,
+            devices: devices.iter().map(|d| d.to_string()).collect(),
+            start: T0 + from_min * M,
+            end: T0 + to_min * M,
+            vector: (kind == LabelKind::Attack).then_some(Vector::HttpsFlood),
+            allow_sources: vec![],
+        }
+    }
+
+    fn run(alerts: &[Alert], labels: &[Label]) -> EvalReport {
+        let targets = Targets {
+            warmup: 60 * M,
+            ..Targets::default()
+        };
+        evaluate(
+            alerts,
+            labels,
+            (T0, T0 + 600 * M),
+            BinWidth::FIVE_MINUTES,
+            &targets,
+        )
+    }
+
+    #[test]
+    fn detected_late_missed_and_time_to_detect() {
+        let labels = [
+            label("fast", LabelKind::Attack, &["a"], 100, 130),
+            label("slow", LabelKind::Attack, &["b"], 100, 130),
+            label("never", LabelKind::Attack, &["c"], 100, 130),
+        ];
+        let alerts = [
+            alert("a", 105, false, Some(Vector::SynFlood)), // second bin
+            alert("a", 100, true, None),                    // suppressed: does not count
+            alert("a", 110, false, None),
+            alert("b", 115, false, None), // fourth bin: late
+            alert("c", 100, true, None),  // suppressed only: missed
+            alert("c", 130, false, None), // right after the window: normal traffic
+        ];
+        let r = run(&alerts, &labels);
+        let s = &r.scenarios;
+        assert_eq!(s[0].outcome, Outcome::Detected);
+        assert_eq!(s[0].first_alert, Some(T0 + 105 * M));
+        assert_eq!(
+            (s[0].detect_bins, s[0].detect_minutes),
+            (Some(2), Some(10.0))
+        );
+        assert_eq!((s[0].alerts, s[0].suppressed), (2, 1));
+        assert_eq!(s[0].reported_vector, Some(Vector::SynFlood));
+        assert_eq!(s[0].labelled_vector, Some(Vector::HttpsFlood));
+        assert_eq!((s[1].outcome, s[1].detect_bins), (Outcome::Late, Some(4)));
+        assert_eq!((s[2].outcome, s[2].detect_bins), (Outcome::Missed, None));
+        assert_eq!(r.attacks_detected_in_time, 1);
+        assert_eq!(
+            r.normal_false_positives,
+            vec![FalsePositive {
+                device: "c".into(),
+                time: T0 + 130 * M
+            }]
+        );
+        assert!(!r.passed());
+        assert_eq!(r.failures().count(), 2);
+    }
+
+    #[test]
+    fn benign_alerts_warmup_and_false_positive_bins() {
+        let labels = [
+            label("crowd", LabelKind::Benign, &["a"], 200, 245),
+            label("loadtest", LabelKind::Benign, &["b"], 200, 240),
+            label("attack", LabelKind::Attack, &["a", "b"], 300, 340),
+        ];
+        let alerts = [
+            alert("a", 210, false, None), // benign, unsuppressed
+            alert("b", 210, true, None),  // benign, suppressed: fine
+            alert("a", 300, false, None), // carpet attack, first bin, one device
+            alert("b", 30, false, None),  // warm-up: not scored
+            alert("b", 400, false, None), // normal traffic
+            alert("b", 400, false, None), // same bin twice: one bin
+            alert("a", 400, true, None),  // suppressed normal: fine
+            alert("z", 220, false, None), // another device during a benign window: normal
+        ];
+        let r = run(&alerts, &labels);
+        assert_eq!(r.scenarios[0].outcome, Outcome::Flagged);
+        assert_eq!(r.scenarios[1].outcome, Outcome::Quiet);
+        assert_eq!(r.scenarios[1].suppressed, 1);
+        assert_eq!(r.scenarios[2].outcome, Outcome::Detected);
+        assert_eq!(r.scenarios[2].devices_alerted, 1);
+        assert_eq!(r.scenarios[2].detect_bins, Some(1));
+        assert_eq!(r.benign_alerts, 1);
+        assert_eq!(r.warmup_alerts, 1);
+        let fp: Vec<_> = r
+            .normal_false_positives
+            .iter()
+            .map(|f| f.device.as_str())
+            .collect();
+        assert_eq!(fp, ["b", "z"]);
+        assert!(!r.passed());
+        let table = r.to_string();
+        assert!(
+            table.contains("FLAGGED") && table.ends_with("FAILED"),
+            "{table}"
+        );
+        let ok = run(&[alert("a", 300, false, None)], &labels[2..]);
+        assert!(ok.passed(), "{ok}");
+        assert!(ok.to_string().ends_with("PASSED"));
+        let j = serde_json::to_value(&ok).unwrap();
+        assert_eq!(j["Passed"], true);
+        assert_eq!(j["Scenarios"][0]["Outcome"], "detected");
+        assert_eq!(j["Targets"]["warmup"], "1h");
+    }
+
+    #[test]
+    fn unaligned_windows_match_the_bins_they_touch() {
+        let labels = [label("x", LabelKind::Attack, &["a"], 102, 111)];
+        let r = run(&[alert("a", 100, false, None)], &labels);
+        assert_eq!(r.scenarios[0].outcome, Outcome::Detected);
+        assert_eq!(
+            r.scenarios[0].detect_bins,
+            Some(1),
+            "3 minutes after the start"
+        );
+    }
+
+    #[test]
+    fn targets_have_defaults_and_reject_unknown_keys() {
+        let t: Targets = serde_json::from_str(r#"{"warmup":"2d"}"#).unwrap();
+        assert_eq!(t.warmup, 48 * NANOS_PER_HOUR);
+        assert_eq!(t.max_detect_bins, 2);
+        assert!(serde_json::from_str::<Targets>(r#"{"max_detect_bin":3}"#).is_err());
+        assert_eq!(
+            serde_json::to_value(Targets::default()).unwrap()["warmup"],
+            "24h"
+        );
+    }
+}
