@@ -257,7 +257,7 @@ impl World {
         let end = cfg.end();
         let profile_volume = match cfg.profile {
             SimProfile::Scenarios => 1.0,
-            SimProfile::Bench => 8.4,
+            SimProfile::Bench => 9.9,
         };
         let mut devices = Vec::with_capacity(cfg.devices);
         for i in 0..cfg.devices {
