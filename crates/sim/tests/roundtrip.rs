@@ -63,7 +63,12 @@ fn every_format_reads_back_to_the_in_memory_aggregates() {
         let path: PathBuf = dir.path().join(format!("data-{f}{ext}"));
         let s = write_dataset(&cfg, f, &path, None).unwrap();
         assert_eq!(s.records, mem.stats.events);
-        let out = ingest(&[path.clone()], &IngestOptions::default(), &make).unwrap();
+        let out = ingest(
+            std::slice::from_ref(&path),
+            &IngestOptions::default(),
+            &make,
+        )
+        .unwrap();
         let d = &out.diagnostics;
         assert_eq!(d.errors(), 0, "{f}: {:?}", d.examples.first());
         assert_eq!(d.count(SkipReason::OtherTable), s.other_records, "{f}");
