@@ -16,8 +16,11 @@ use std::io::{self, Read};
 use std::rc::Rc;
 
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 use crate::record::{ColumnIndex, PositionalJson, Reject, Row, get_ci, quote, to_event};
 
@@ -83,6 +86,71 @@ impl Sink<'_> {
         match to_event(row, self.agg) {
             Ok(ev) => self.agg.add(&ev),
             Err(r) => self.reject(r),
+        }
+    }
+
+    /// Fast path for one value held as JSON text: a Streaming API envelope is read without
+    /// building a JSON tree, and its row (or a flat row, when `flat` is set) goes through the
+    /// byte-level scanner. Returns false when the general path must read the value; nothing has
+    /// been counted then.
+    fn raw(&mut self, text: &str, flat: bool) -> bool {
+        let b = text.as_bytes();
+        if memchr::memmem::find(b, b"\"properties\"").is_some() {
+            let Ok(env) = serde_json::from_str::<Envelope>(text) else {
+                return false;
+            };
+            let Some(props) = env.properties.filter(|_| env.records.is_none()) else {
+                return false;
+            };
+            if let Some(c) = &env.category
+                && !is_network_events(c)
+            {
+                self.diag.records_read += 1;
+                self.reject(Reject::new(
+                    SkipReason::OtherTable,
+                    format!("category {} is not DeviceNetworkEvents", quote(c)),
+                ));
+                return true;
+            }
+            self.flat_row(props.get().as_bytes())
+        } else if flat
+            && ["\"records\"", "\"results\"", "\"tables\"", "\"category\""]
+                .iter()
+                .all(|k| memchr::memmem::find(b, k.as_bytes()).is_none())
+        {
+            self.flat_row(b)
+        } else {
+            false
+        }
+    }
+
+    /// A flat row as JSON text: the scanner, else a JSON map through [`to_event`].
+    fn flat_row(&mut self, row: &[u8]) -> bool {
+        if let Some(ev) = floodwatch_scan::scan_row(row, self.agg) {
+            self.diag.records_read += 1;
+            self.agg.add(&ev);
+            return true;
+        }
+        match serde_json::from_slice::<Map<String, Value>>(row) {
+            Ok(m) => {
+                self.row(&m);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// One element of a streamed array, held as JSON text.
+    fn raw_item(&mut self, raw: &RawValue) {
+        if self.raw(raw.get(), true) {
+            return;
+        }
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(v) => self.item(v),
+            Err(e) => {
+                self.diag.records_read += 1;
+                self.reject(Reject::new(SkipReason::Malformed, format!("JSON: {e}")));
+            }
         }
     }
 
@@ -213,6 +281,18 @@ impl Sink<'_> {
     }
 }
 
+/// The parts of a Streaming API envelope the fast path reads; `records` only to notice an
+/// Event Hubs body, which takes the general path.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    category: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    properties: Option<&'a RawValue>,
+    #[serde(default)]
+    records: Option<IgnoredAny>,
+}
+
 /// `AdvancedHunting-DeviceNetworkEvents` (Streaming API) or the bare table name.
 pub fn is_network_events(category: &str) -> bool {
     let c = category.trim();
@@ -270,8 +350,8 @@ impl<'de> Visitor<'de> for Doc<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(v) = seq.next_element::<Value>()? {
-            self.sink.item(v);
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            self.sink.raw_item(&raw);
         }
         Ok(())
     }
@@ -330,8 +410,8 @@ impl<'de> Visitor<'de> for Items<'_, '_> {
         f.write_str("an array of rows")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(v) = seq.next_element::<Value>()? {
-            self.sink.item(v);
+        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            self.sink.raw_item(&raw);
         }
         Ok(())
     }
@@ -498,6 +578,12 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         base: &loc,
         pos: None,
     };
+    // The scanner already declined this line as a flat row; envelopes have a fast path.
+    if let Ok(text) = std::str::from_utf8(line)
+        && sink.raw(text, false)
+    {
+        return;
+    }
     let mut de = serde_json::Deserializer::from_slice(line);
     let r = Doc { sink: &mut sink }
         .deserialize(&mut de)
