@@ -91,3 +91,26 @@ fn benign_surges_are_emitted_suppressed() {
         );
     }
 }
+
+/// The benchmark dataset ends with an HTTPS flood so the seed rule (the query being replaced)
+/// returns alert rows over its last hour, and every one of them falls in the flood.
+#[test]
+fn bench_attack_gives_the_seed_rule_alert_rows() {
+    let mut cfg = SimConfig::new(SimProfile::Bench);
+    cfg.scale = 0.1;
+    let (aggs, labels) = aggregate(&cfg, || {
+        Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+    });
+    let l = &labels[0];
+    let params = floodwatch_detect::seed::SeedConfig::default()
+        .validate(aggs.width)
+        .unwrap();
+    // `now` = the end of the data: the last complete hour is scored.
+    let alerts = floodwatch_detect::seed::run(&aggs, &params, Some(cfg.end()));
+    assert!(alerts.len() >= 4, "{} seed alerts", alerts.len());
+    for a in &alerts {
+        assert_eq!(a.device_name, l.devices[0]);
+        assert!(l.start <= a.time_generated && a.time_generated < l.end);
+        assert!(a.unique_source_ips > 300);
+    }
+}
