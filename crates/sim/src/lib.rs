@@ -205,8 +205,9 @@ pub fn write_dataset(
 
 /// Generates the dataset straight into aggregates (no text round trip) and returns them with
 /// the labels. Devices are split across threads, each folding into its own aggregator from
-/// `make_aggregator`; the partial aggregates are merged. Panics only on an invalid config
-/// (check it with [`SimConfig::validate`]).
+/// `make_aggregator`; the partial aggregates are merged, so the result does not depend on the
+/// number of threads. Call [`SimConfig::validate`] first: an invalid config is not rejected
+/// here (zero devices give empty aggregates, a huge `hours` takes as long as it says).
 pub fn aggregate(
     cfg: &SimConfig,
     make_aggregator: impl Fn() -> Aggregator + Sync,
