@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines};
 
 use crate::format::{BOM, Compression, InputFormat, ReaderKind};
-use crate::json::{parse_line, read_documents};
+use crate::json::{parse_line, read_documents, read_documents_slice};
 use crate::record::{ColumnIndex, CsvRow, to_event};
 use crate::{IngestError, IngestOptions, IngestOutput};
 
@@ -378,6 +378,28 @@ fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> 
             }
             _ => read_blocks(run, input, opened)?,
         },
+        ReaderKind::Document if input.path.is_some() && opened.compression == Compression::None => {
+            let bom = opened.bom;
+            drop(opened);
+            let path = input.path.as_deref().unwrap_or(Path::new("-"));
+            let io_err = |source| IngestError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            let file = File::open(path).map_err(io_err)?;
+            let len = file.metadata().map_err(io_err)?.len();
+            run.diag.bytes_read += len;
+            if len > 0 {
+                // SAFETY: as in `read_mapped`: a read-only map of a file this program only
+                // reads; a concurrent truncation would fault, exports are written once.
+                #[allow(unsafe_code)]
+                let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err)?;
+                let _ = map.advise(memmap2::Advice::Sequential);
+                let data = map.get(bom as usize..).unwrap_or(&[]);
+                let w = first_worker(run);
+                read_documents_slice(data, bom, &source, &mut w.agg, &mut w.diag);
+            }
+        }
         ReaderKind::Document => {
             let Opened {
                 rest,

@@ -13,6 +13,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read};
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
@@ -53,25 +54,78 @@ impl<R: Read> Read for CountingReader<R> {
     }
 }
 
+/// How the position of a record is known.
+pub(crate) enum Tracker<'a> {
+    /// Every record is at the base location (one line of line-oriented input).
+    Fixed,
+    /// A stream: its live position.
+    Reader(Rc<Position>),
+    /// A document in memory: element positions come from where their text lies in `data`.
+    Slice {
+        data: &'a [u8],
+        /// Bytes before `data[0]` in the file (a BOM).
+        skipped: u64,
+        /// `data[..scanned]` holds `newlines` newlines.
+        scanned: usize,
+        newlines: u64,
+    },
+}
+
 /// Where records are going and where they come from.
 pub(crate) struct Sink<'a> {
     pub agg: &'a mut Aggregator,
     pub diag: &'a mut Diagnostics,
     /// The location reported for records (a line's own location, or the stream's source).
     pub base: &'a Location,
-    /// For streams: the live position, so each record reports the line it ends on.
-    pub pos: Option<Rc<Position>>,
+    pub tracker: Tracker<'a>,
+    /// (line, byte offset) of the element being read, once known.
+    pub current: Option<(u64, u64)>,
 }
 
 impl Sink<'_> {
     fn location(&self) -> Location {
-        match &self.pos {
-            None => self.base.clone(),
-            Some(p) => Location {
-                source: self.base.source.clone(),
-                line: Some(p.newlines.get() + 1),
-                offset: None,
-            },
+        let at = |line, offset| Location {
+            source: self.base.source.clone(),
+            line,
+            offset,
+        };
+        match (&self.tracker, self.current) {
+            (Tracker::Fixed, _) => self.base.clone(),
+            (_, Some((l, o))) => at(Some(l), Some(o)),
+            (Tracker::Reader(p), None) => at(Some(p.newlines.get() + 1), None),
+            (Tracker::Slice { .. }, None) => at(None, None),
+        }
+    }
+
+    /// Notes where the element whose JSON text is `text` starts.
+    fn mark(&mut self, text: &str) {
+        match &mut self.tracker {
+            Tracker::Fixed => {}
+            // The reader stands just after the element.
+            Tracker::Reader(p) => {
+                let inside = memchr::memchr_iter(b'\n', text.as_bytes()).count() as u64;
+                let line = (p.newlines.get() + 1).saturating_sub(inside);
+                self.current = Some((line, p.offset.get().saturating_sub(text.len() as u64)));
+            }
+            Tracker::Slice {
+                data,
+                skipped,
+                scanned,
+                newlines,
+            } => {
+                let base = data.as_ptr() as usize;
+                let at = (text.as_ptr() as usize).wrapping_sub(base);
+                if at > data.len() {
+                    return; // not text of this document (a copy)
+                }
+                if at < *scanned {
+                    *scanned = 0;
+                    *newlines = 0;
+                }
+                *newlines += memchr::memchr_iter(b'\n', &data[*scanned..at]).count() as u64;
+                *scanned = at;
+                self.current = Some((*newlines + 1, *skipped + at as u64));
+            }
         }
     }
 
@@ -142,6 +196,7 @@ impl Sink<'_> {
 
     /// One element of a streamed array, held as JSON text.
     fn raw_item(&mut self, raw: &RawValue) {
+        self.mark(raw.get());
         if self.raw(raw.get(), true) {
             return;
         }
@@ -330,19 +385,47 @@ fn column_names(v: &Value) -> Vec<String> {
     }
 }
 
-/// Reads any JSON value as a document, streaming its big arrays.
-struct Doc<'s, 'a> {
-    sink: &'s mut Sink<'a>,
+/// An array element read as JSON text: copied out of a stream (`Box<RawValue>`), or borrowed
+/// from a document in memory (`&RawValue`), which also tells where it lies.
+trait Elem<'de>: Deserialize<'de> {
+    fn raw(&self) -> &RawValue;
 }
 
-impl<'de> DeserializeSeed<'de> for Doc<'_, '_> {
+impl<'de> Elem<'de> for Box<RawValue> {
+    fn raw(&self) -> &RawValue {
+        self
+    }
+}
+
+impl<'de> Elem<'de> for &'de RawValue {
+    fn raw(&self) -> &RawValue {
+        self
+    }
+}
+
+/// Reads any JSON value as a document, streaming its big arrays.
+struct Doc<'s, 'a, E> {
+    sink: &'s mut Sink<'a>,
+    elem: PhantomData<fn() -> E>,
+}
+
+impl<'s, 'a, E> Doc<'s, 'a, E> {
+    fn new(sink: &'s mut Sink<'a>) -> Self {
+        Doc {
+            sink,
+            elem: PhantomData,
+        }
+    }
+}
+
+impl<'de, E: Elem<'de>> DeserializeSeed<'de> for Doc<'_, '_, E> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Doc<'_, '_> {
+impl<'de, E: Elem<'de>> Visitor<'de> for Doc<'_, '_, E> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -350,8 +433,8 @@ impl<'de> Visitor<'de> for Doc<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-            self.sink.raw_item(&raw);
+        while let Some(e) = seq.next_element::<E>()? {
+            self.sink.raw_item(e.raw());
         }
         Ok(())
     }
@@ -365,11 +448,17 @@ impl<'de> Visitor<'de> for Doc<'_, '_> {
             let k = key.to_ascii_lowercase();
             match k.as_str() {
                 "records" | "results" => {
-                    map.next_value_seed(Items { sink: self.sink })?;
+                    map.next_value_seed(Items::<E> {
+                        sink: self.sink,
+                        elem: PhantomData,
+                    })?;
                     streamed = true;
                 }
                 "tables" => {
-                    map.next_value_seed(Tables { sink: self.sink })?;
+                    map.next_value_seed(Tables::<E> {
+                        sink: self.sink,
+                        elem: PhantomData,
+                    })?;
                     streamed = true;
                 }
                 _ if streamed => {
@@ -387,71 +476,80 @@ impl<'de> Visitor<'de> for Doc<'_, '_> {
         Ok(())
     }
 
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom("expected a JSON object or array, got a string"))
+    fn visit_str<Er: serde::de::Error>(self, _: &str) -> Result<(), Er> {
+        Err(Er::custom("expected a JSON object or array, got a string"))
     }
 }
 
 /// An array whose elements are rows or envelopes.
-struct Items<'s, 'a> {
+struct Items<'s, 'a, E> {
     sink: &'s mut Sink<'a>,
+    elem: PhantomData<fn() -> E>,
 }
 
-impl<'de> DeserializeSeed<'de> for Items<'_, '_> {
+impl<'de, E: Elem<'de>> DeserializeSeed<'de> for Items<'_, '_, E> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for Items<'_, '_> {
+impl<'de, E: Elem<'de>> Visitor<'de> for Items<'_, '_, E> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of rows")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
-            self.sink.raw_item(&raw);
+        while let Some(e) = seq.next_element::<E>()? {
+            self.sink.raw_item(e.raw());
         }
         Ok(())
     }
 }
 
 /// Log Analytics `tables`: an array of `{"name","columns","rows"}`.
-struct Tables<'s, 'a> {
+struct Tables<'s, 'a, E> {
     sink: &'s mut Sink<'a>,
+    elem: PhantomData<fn() -> E>,
 }
 
-impl<'de> DeserializeSeed<'de> for Tables<'_, '_> {
+impl<'de, E: Elem<'de>> DeserializeSeed<'de> for Tables<'_, '_, E> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for Tables<'_, '_> {
+impl<'de, E: Elem<'de>> Visitor<'de> for Tables<'_, '_, E> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of tables")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Table { sink: self.sink })?.is_some() {}
+        while seq
+            .next_element_seed(Table::<E> {
+                sink: self.sink,
+                elem: PhantomData,
+            })?
+            .is_some()
+        {}
         Ok(())
     }
 }
 
-struct Table<'s, 'a> {
+struct Table<'s, 'a, E> {
     sink: &'s mut Sink<'a>,
+    elem: PhantomData<fn() -> E>,
 }
 
-impl<'de> DeserializeSeed<'de> for Table<'_, '_> {
+impl<'de, E: Elem<'de>> DeserializeSeed<'de> for Table<'_, '_, E> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Table<'_, '_> {
+impl<'de, E: Elem<'de>> Visitor<'de> for Table<'_, '_, E> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a table object with columns and rows")
@@ -468,9 +566,10 @@ impl<'de> Visitor<'de> for Table<'_, '_> {
                 index = Some(ColumnIndex::new(names.iter().map(String::as_str)));
             } else if key.eq_ignore_ascii_case("rows") {
                 match &index {
-                    Some(ix) => map.next_value_seed(Rows {
+                    Some(ix) => map.next_value_seed(Rows::<E> {
                         sink: self.sink,
                         index: ix,
+                        elem: PhantomData,
                     })?,
                     None => early_rows.extend(match map.next_value::<Value>()? {
                         Value::Array(rows) => rows,
@@ -489,26 +588,36 @@ impl<'de> Visitor<'de> for Table<'_, '_> {
     }
 }
 
-struct Rows<'s, 'a, 'i> {
+struct Rows<'s, 'a, 'i, E> {
     sink: &'s mut Sink<'a>,
     index: &'i ColumnIndex,
+    elem: PhantomData<fn() -> E>,
 }
 
-impl<'de> DeserializeSeed<'de> for Rows<'_, '_, '_> {
+impl<'de, E: Elem<'de>> DeserializeSeed<'de> for Rows<'_, '_, '_, E> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for Rows<'_, '_, '_> {
+impl<'de, E: Elem<'de>> Visitor<'de> for Rows<'_, '_, '_, E> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of rows")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(v) = seq.next_element::<Value>()? {
-            self.sink.positional(self.index, &v);
+        while let Some(e) = seq.next_element::<E>()? {
+            let text = e.raw().get();
+            self.sink.mark(text);
+            match serde_json::from_str::<Value>(text) {
+                Ok(v) => self.sink.positional(self.index, &v),
+                Err(err) => {
+                    self.sink.diag.records_read += 1;
+                    self.sink
+                        .reject(Reject::new(SkipReason::Malformed, format!("JSON: {err}")));
+                }
+            }
         }
         Ok(())
     }
@@ -523,7 +632,7 @@ fn json_error(sink: &mut Sink<'_>, e: &serde_json::Error, line_offset: Option<u6
         Category::Syntax | Category::Eof => SkipReason::Malformed,
     };
     let mut loc = sink.base.clone();
-    if sink.pos.is_some() {
+    if !matches!(sink.tracker, Tracker::Fixed) {
         loc.line = Some(e.line() as u64);
         loc.offset = None;
     } else if let (Some(base), true) = (line_offset, e.column() > 0) {
@@ -576,7 +685,8 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         agg,
         diag,
         base: &loc,
-        pos: None,
+        tracker: Tracker::Fixed,
+        current: None,
     };
     // The scanner already declined this line as a flat row; envelopes have a fast path.
     if let Ok(text) = std::str::from_utf8(line)
@@ -585,7 +695,7 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         return;
     }
     let mut de = serde_json::Deserializer::from_slice(line);
-    let r = Doc { sink: &mut sink }
+    let r = Doc::<&RawValue>::new(&mut sink)
         .deserialize(&mut de)
         .and_then(|()| de.end());
     if let Err(e) = r {
@@ -617,20 +727,57 @@ pub(crate) fn read_documents<R: Read>(
         agg,
         diag,
         base: source,
-        pos: Some(pos),
+        tracker: Tracker::Reader(pos),
+        current: None,
     };
+    documents::<_, Box<RawValue>>(&mut de, &mut sink, truncated);
+}
+
+/// [`read_documents`] over a document in memory (a mapped file): elements are borrowed, not
+/// copied, and each knows its exact line and offset. `skipped` bytes (a BOM) precede `data`.
+pub(crate) fn read_documents_slice(
+    data: &[u8],
+    skipped: u64,
+    source: &Location,
+    agg: &mut Aggregator,
+    diag: &mut Diagnostics,
+) {
+    let mut de = serde_json::Deserializer::from_slice(data);
+    let mut sink = Sink {
+        agg,
+        diag,
+        base: source,
+        tracker: Tracker::Slice {
+            data,
+            skipped,
+            scanned: 0,
+            newlines: 0,
+        },
+        current: None,
+    };
+    documents::<_, &RawValue>(&mut de, &mut sink, &|| false);
+}
+
+fn documents<'de, R, E>(
+    de: &mut serde_json::Deserializer<R>,
+    sink: &mut Sink<'_>,
+    truncated: &dyn Fn() -> bool,
+) where
+    R: serde_json::de::Read<'de>,
+    E: Elem<'de>,
+{
     loop {
-        if let Err(e) = (Doc { sink: &mut sink }).deserialize(&mut de) {
+        if let Err(e) = Doc::<E>::new(sink).deserialize(&mut *de) {
             let eof_after_break = e.classify() == serde_json::error::Category::Eof && truncated();
             if !eof_after_break {
-                json_error(&mut sink, &e, None);
+                json_error(sink, &e, None);
             }
             return;
         }
         match de.end() {
             Ok(()) => return,
             Err(e) if e.classify() == serde_json::error::Category::Io => {
-                json_error(&mut sink, &e, None);
+                json_error(sink, &e, None);
                 return;
             }
             // More input follows: another document.

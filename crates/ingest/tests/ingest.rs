@@ -515,4 +515,43 @@ mod bad_input {
         assert_eq!(ex.reason, SkipReason::WrongType);
         assert_eq!(ex.location.line, Some(3));
     }
+
+    /// A pretty-printed array, plain (read in memory) and gzip (streamed): the bad row is reported
+    /// at the line its object starts on, and the rows around it count.
+    #[test]
+    fn bad_row_in_a_pretty_array_plain_and_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows: Vec<serde_json::Value> = [
+            good(1),
+            good(2).replace("203.0.113.3", "not-an-ip"),
+            good(3),
+        ]
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+        let doc = serde_json::to_string_pretty(&rows).unwrap();
+        // The bad row is the second element: the line of the second object's `{`.
+        let want_line = doc
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == "{")
+            .nth(1)
+            .map(|(i, _)| i as u64 + 1);
+        assert!(want_line > Some(5), "{doc}");
+        let plain = file_with(&dir, "pretty.json", doc.as_bytes());
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(doc.as_bytes()).unwrap();
+        let gz = file_with(&dir, "pretty.json.gz", &enc.finish().unwrap());
+        for p in [plain, gz] {
+            let out = run_auto(&p);
+            assert_eq!(out.aggregates.stats.events, 2, "{}", p.display());
+            let ex = &out.diagnostics.examples[0];
+            assert_eq!(ex.reason, SkipReason::BadIp);
+            assert_eq!(ex.location.line, want_line, "{}", p.display());
+            assert_eq!(
+                ex.message,
+                r#"field "RemoteIP": not an IP address: "not-an-ip""#
+            );
+        }
+    }
 }
