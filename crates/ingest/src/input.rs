@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use floodwatch_core::{Aggregates, Aggregator, Diagnostics, Location, SkipExample, SkipReason};
+use floodwatch_core::{Aggregator, Diagnostics, Location, SkipExample, SkipReason};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines};
@@ -347,16 +347,10 @@ pub(crate) fn run(
     }
     diagnostics.merge(&run.diag);
     Ok(IngestOutput {
-        aggregates: normalize(aggregates),
+        aggregates,
         diagnostics,
         formats,
     })
-}
-
-/// The merged aggregates as they are; a seam kept so the merge order never leaks into results
-/// (`Aggregates::merge` remaps devices by name, so nothing to do today).
-fn normalize(a: Aggregates) -> Aggregates {
-    a
 }
 
 fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> {
@@ -953,5 +947,80 @@ mod tests {
         }
         assert_eq!(results[0], (2, Some(9), 1));
         assert_eq!(results[1], results[0]);
+    }
+
+    /// Stdin and compressed input go through bounded blocks: a bad line far past the first block
+    /// boundary still reports its exact line and offset, and no line is lost or read twice at
+    /// the boundaries.
+    #[test]
+    fn block_reader_keeps_line_numbers_across_blocks() {
+        let line = |n: u64| {
+            format!(
+                "{{\"Timestamp\":\"2025-12-22T09:00:00Z\",\"DeviceName\":\"d{}\",\"ActionType\":\"ConnectionSuccess\",\"ReportId\":{n}}}\r\n",
+                n % 7
+            )
+        };
+        let mut data = Vec::new();
+        let mut n = 0u64;
+        let mut bad_at = None;
+        while data.len() < 2 * BLOCK + 12345 {
+            n += 1;
+            if n == 300_000 {
+                bad_at = Some((n, data.len() as u64));
+                data.extend_from_slice(
+                    b"{\"Timestamp\":\"soon\",\"DeviceName\":\"x\",\"ActionType\":\"y\"}\n",
+                );
+            } else {
+                data.extend_from_slice(line(n).as_bytes());
+            }
+        }
+        let (bad_line, bad_offset) = bad_at.unwrap();
+        assert!(
+            bad_offset > BLOCK as u64,
+            "the bad line lies past the first block"
+        );
+        let mut head = data;
+        let rest = head.split_off(SNIFF);
+        let opened = Opened {
+            rest: Box::new(io::Cursor::new(rest)),
+            head,
+            bom: 0,
+            compression: Compression::None,
+            brk: Rc::new(RefCell::new(None)),
+        };
+        let input = Input {
+            path: None,
+            name: "-".into(),
+        };
+        let opts = IngestOptions {
+            threads: 2,
+            ..IngestOptions::default()
+        };
+        let make = || {
+            Worker::new(
+                Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+                    .with_dedup_horizon(0),
+            )
+        };
+        let mut run = Run {
+            opts: &opts,
+            workers: vec![make(), make()],
+            diag: Diagnostics::default(),
+            progress: Progress::new(false),
+        };
+        read_blocks(&mut run, &input, opened).unwrap();
+        let mut events = 0;
+        let mut diag = Diagnostics::default();
+        for w in run.workers {
+            events += w.agg.finish().stats.events;
+            diag.merge(&w.diag);
+        }
+        assert_eq!(events, n - 1);
+        assert_eq!(diag.records_read, n);
+        assert_eq!(diag.count(SkipReason::BadTimestamp), 1);
+        let ex = &diag.examples[0];
+        assert_eq!(ex.location.source, "-");
+        assert_eq!(ex.location.line, Some(bad_line));
+        assert_eq!(ex.location.offset, Some(bad_offset));
     }
 }

@@ -646,24 +646,27 @@ fn json_error(sink: &mut Sink<'_>, e: &serde_json::Error, line_offset: Option<u6
 ///
 /// This is the general parser the fast scanner falls back to for anything it does not handle.
 pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut Diagnostics) {
-    if let Err(e) = std::str::from_utf8(line) {
-        diag.records_read += 1;
-        let at = e.valid_up_to();
-        let l = Location {
-            offset: loc.offset.map(|o| o + at as u64),
-            ..loc
-        };
-        diag.skip(
-            SkipReason::Binary,
-            l,
-            format!(
-                "not UTF-8 text (invalid byte 0x{:02x} at column {})",
-                line[at],
-                at + 1
-            ),
-        );
-        return;
-    }
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => {
+            diag.records_read += 1;
+            let at = e.valid_up_to();
+            let l = Location {
+                offset: loc.offset.map(|o| o + at as u64),
+                ..loc
+            };
+            diag.skip(
+                SkipReason::Binary,
+                l,
+                format!(
+                    "not UTF-8 text (invalid byte 0x{:02x} at column {})",
+                    line[at],
+                    at + 1
+                ),
+            );
+            return;
+        }
+    };
     if let Some(at) = line
         .iter()
         .position(|&c| c < 0x20 && c != b'\t' && c != b'\r' && c != b'\n')
@@ -689,9 +692,7 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         current: None,
     };
     // The scanner already declined this line as a flat row; envelopes have a fast path.
-    if let Ok(text) = std::str::from_utf8(line)
-        && sink.raw(text, false)
-    {
+    if sink.raw(text, false) {
         return;
     }
     let mut de = serde_json::Deserializer::from_slice(line);
