@@ -297,4 +297,12 @@ mod tests {
         );
         assert_eq!(Compression::detect(b"{"), Compression::None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn sniff_is_total(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let f = sniff(&bytes);
+            let _ = f.reader(&bytes);
+        }
+    }
 }

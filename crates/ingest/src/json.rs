@@ -947,4 +947,29 @@ mod tests {
         assert_eq!(d.count(SkipReason::Malformed), 1);
         assert_eq!(d.examples[0].location.line, Some(4));
     }
+
+    proptest::proptest! {
+        /// Any bytes are data: a line never panics, and is either aggregated or accounted for.
+        #[test]
+        fn any_line_is_accounted_for(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let mut a = agg();
+            let mut d = Diagnostics::default();
+            parse_line(&bytes, loc(), &mut a, &mut d);
+            let events = a.finish().stats.events;
+            proptest::prop_assert!(events + d.total_skipped() >= 1 || d.records_read == 0);
+        }
+
+        /// Rows built from JSON fragments around a valid row never panic either.
+        #[test]
+        fn mangled_rows_never_panic(cut in 0usize..200, junk in "[\\[\\]{}\":,0-9a-z ]{0,12}") {
+            let mut s = ROW.to_owned();
+            let at = cut.min(s.len());
+            s.insert_str(at, &junk);
+            let mut a = agg();
+            let mut d = Diagnostics::default();
+            parse_line(s.as_bytes(), loc(), &mut a, &mut d);
+            let events = a.finish().stats.events;
+            proptest::prop_assert!(events + d.total_skipped() >= 1, "{}", s);
+        }
+    }
 }

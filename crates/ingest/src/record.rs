@@ -763,4 +763,26 @@ mod tests {
         assert_eq!(ix.position(Col::LocalPort), Some(2));
         assert_eq!(ix.position(Col::Timestamp), None);
     }
+
+    proptest::proptest! {
+        /// Sentinel's US form and RFC 3339 of the same instant parse to the same time.
+        #[test]
+        fn us_dates_agree_with_rfc3339(
+            y in 1971i64..2100, mo in 1u32..=12, d in 1u32..=28,
+            h in 0u32..24, mi in 0u32..60, s in 0u32..60, ms in 0u32..1000,
+        ) {
+            let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+            let ampm = if h < 12 { "AM" } else { "PM" };
+            let us = format!("{mo}/{d}/{y}, {h12}:{mi:02}:{s:02}.{ms:03} {ampm}");
+            let rfc = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+            proptest::prop_assert_eq!(parse_time(&us), parse_rfc3339(rfc.as_bytes()).ok());
+            proptest::prop_assert!(parse_time(&us).is_some());
+        }
+
+        /// Arbitrary text never panics the time parser.
+        #[test]
+        fn time_parser_total(s in ".{0,40}") {
+            let _ = parse_time(&s);
+        }
+    }
 }
