@@ -354,6 +354,7 @@ pub(crate) fn run(
 }
 
 fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> {
+    let strict = run.opts.strict;
     run.diag.inputs += 1;
     let opened = open(input)?;
     let format = match run.opts.format {
@@ -393,7 +394,7 @@ fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> 
                 let _ = map.advise(memmap2::Advice::Sequential);
                 let data = map.get(bom as usize..).unwrap_or(&[]);
                 let w = first_worker(run);
-                read_documents_slice(data, bom, &source, &mut w.agg, &mut w.diag);
+                read_documents_slice(data, bom, &source, &mut w.agg, &mut w.diag, strict);
             }
         }
         ReaderKind::Document => read_document(run, input, opened, &source, DOC_IN_MEMORY)?,
@@ -418,6 +419,7 @@ fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> 
                 &mut w.agg,
                 &mut w.diag,
                 &truncated,
+                strict,
             );
             run.diag.bytes_read += counted.n;
             finish_input(run, input, compression, &brk)?;
@@ -436,6 +438,7 @@ fn read_document(
     source: &Location,
     limit: usize,
 ) -> Result<(), IngestError> {
+    let strict = run.opts.strict;
     let Opened {
         mut rest,
         mut head,
@@ -461,9 +464,16 @@ fn read_document(
         if truncated() {
             // Cut short: stream it, so the break is reported once (not also as an
             // unexpected end of the JSON text).
-            read_documents(&head[..], source, &mut w.agg, &mut w.diag, &truncated);
+            read_documents(
+                &head[..],
+                source,
+                &mut w.agg,
+                &mut w.diag,
+                &truncated,
+                strict,
+            );
         } else {
-            read_documents_slice(&head, bom, source, &mut w.agg, &mut w.diag);
+            read_documents_slice(&head, bom, source, &mut w.agg, &mut w.diag, strict);
         }
     } else {
         let reader = BufReader::new(io::Cursor::new(head).chain(rest));
@@ -472,7 +482,14 @@ fn read_document(
             n: 0,
         };
         let w = first_worker(run);
-        read_documents(&mut counted, source, &mut w.agg, &mut w.diag, &truncated);
+        read_documents(
+            &mut counted,
+            source,
+            &mut w.agg,
+            &mut w.diag,
+            &truncated,
+            strict,
+        );
         run.diag.bytes_read += counted.n;
     }
     finish_input(run, input, compression, &brk)
@@ -746,6 +763,7 @@ fn read_csv<R: Read>(
     agg: &mut Aggregator,
     diag: &mut Diagnostics,
     truncated: &dyn Fn() -> bool,
+    strict: bool,
 ) {
     // Records end at `\n` only, with a `\r` before it trimmed from the last cell (see
     // `CsvRow`): under the default CRLF terminator the csv crate reports every record after
@@ -790,6 +808,9 @@ fn read_csv<R: Read>(
             Ok(true) => {
                 if have_held {
                     csv_record(&held, &index, agg, diag, &loc_of);
+                    if strict && diag.errors() > 0 {
+                        return;
+                    }
                 }
                 std::mem::swap(&mut held, &mut rec);
                 have_held = true;
@@ -885,11 +906,48 @@ mod tests {
                 line: None,
                 offset: None,
             };
-            read_csv(data.as_bytes(), &src, 0, &mut agg, &mut diag, &|| cut);
+            read_csv(
+                data.as_bytes(),
+                &src,
+                0,
+                &mut agg,
+                &mut diag,
+                &|| cut,
+                false,
+            );
             // Uncut, the short IP is a bad IP; cut, the record is dropped unread.
             assert_eq!(diag.records_read, want);
             assert_eq!(diag.count(SkipReason::BadIp), u64::from(!cut));
             assert_eq!(agg.finish().stats.events, 1);
+        }
+    }
+
+    #[test]
+    fn strict_csv_stops_at_the_first_error() {
+        let data = "Timestamp,DeviceName,ActionType\n\
+                    2025-12-22T09:55:01Z,a,ConnectionAttempt\n\
+                    soon,a,ConnectionAttempt\n\
+                    2025-12-22T09:55:03Z,a,ConnectionAttempt\n";
+        let src = Location {
+            source: "t.csv".into(),
+            line: None,
+            offset: None,
+        };
+        for strict in [false, true] {
+            let mut agg = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default());
+            let mut diag = Diagnostics::default();
+            read_csv(
+                data.as_bytes(),
+                &src,
+                0,
+                &mut agg,
+                &mut diag,
+                &|| false,
+                strict,
+            );
+            assert_eq!(diag.count(SkipReason::BadTimestamp), 1);
+            assert_eq!(diag.examples[0].location.line, Some(3));
+            assert_eq!(agg.finish().stats.events, if strict { 1 } else { 2 });
         }
     }
 

@@ -18,7 +18,9 @@ use std::rc::Rc;
 
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -80,7 +82,14 @@ pub(crate) struct Sink<'a> {
     pub tracker: Tracker<'a>,
     /// (line, byte offset) of the element being read, once known.
     pub current: Option<(u64, u64)>,
+    /// Strict mode: stop reading at the first error-class skip.
+    pub strict: bool,
+    /// Set once a strict run met an error; the visitors then stop.
+    pub stopped: bool,
 }
+
+/// The message of the error that unwinds a strict run out of serde (never shown).
+const STOPPED: &str = "stopped at the first error (strict mode)";
 
 impl Sink<'_> {
     fn location(&self) -> Location {
@@ -130,6 +139,7 @@ impl Sink<'_> {
     }
 
     fn reject(&mut self, r: Reject) {
+        self.stopped |= self.strict && r.reason.is_error();
         let loc = self.location();
         self.diag.skip(r.reason, loc, r.message);
     }
@@ -435,6 +445,9 @@ impl<'de, E: Elem<'de>> Visitor<'de> for Doc<'_, '_, E> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(e) = seq.next_element::<E>()? {
             self.sink.raw_item(e.raw());
+            if self.sink.stopped {
+                return Err(A::Error::custom(STOPPED));
+            }
         }
         Ok(())
     }
@@ -502,6 +515,9 @@ impl<'de, E: Elem<'de>> Visitor<'de> for Items<'_, '_, E> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(e) = seq.next_element::<E>()? {
             self.sink.raw_item(e.raw());
+            if self.sink.stopped {
+                return Err(A::Error::custom(STOPPED));
+            }
         }
         Ok(())
     }
@@ -618,6 +634,9 @@ impl<'de, E: Elem<'de>> Visitor<'de> for Rows<'_, '_, '_, E> {
                         .reject(Reject::new(SkipReason::Malformed, format!("JSON: {err}")));
                 }
             }
+            if self.sink.stopped {
+                return Err(A::Error::custom(STOPPED));
+            }
         }
         Ok(())
     }
@@ -690,6 +709,8 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         base: &loc,
         tracker: Tracker::Fixed,
         current: None,
+        strict: false,
+        stopped: false,
     };
     // The scanner already declined this line as a flat row; envelopes have a fast path.
     if sink.raw(text, false) {
@@ -717,6 +738,7 @@ pub(crate) fn read_documents<R: Read>(
     agg: &mut Aggregator,
     diag: &mut Diagnostics,
     truncated: &dyn Fn() -> bool,
+    strict: bool,
 ) {
     let pos = Rc::new(Position::default());
     let counting = CountingReader {
@@ -730,6 +752,8 @@ pub(crate) fn read_documents<R: Read>(
         base: source,
         tracker: Tracker::Reader(pos),
         current: None,
+        strict,
+        stopped: false,
     };
     documents::<_, Box<RawValue>>(&mut de, &mut sink, truncated);
 }
@@ -742,6 +766,7 @@ pub(crate) fn read_documents_slice(
     source: &Location,
     agg: &mut Aggregator,
     diag: &mut Diagnostics,
+    strict: bool,
 ) {
     let mut de = serde_json::Deserializer::from_slice(data);
     let mut sink = Sink {
@@ -755,6 +780,8 @@ pub(crate) fn read_documents_slice(
             newlines: 0,
         },
         current: None,
+        strict,
+        stopped: false,
     };
     documents::<_, &RawValue>(&mut de, &mut sink, &|| false);
 }
@@ -769,6 +796,9 @@ fn documents<'de, R, E>(
 {
     loop {
         if let Err(e) = Doc::<E>::new(sink).deserialize(&mut *de) {
+            if sink.stopped {
+                return;
+            }
             let eof_after_break = e.classify() == serde_json::error::Category::Eof && truncated();
             if !eof_after_break {
                 json_error(sink, &e, None);
@@ -922,7 +952,7 @@ mod tests {
             line: None,
             offset: None,
         };
-        read_documents(doc.as_bytes(), &src, &mut a, &mut d, &|| false);
+        read_documents(doc.as_bytes(), &src, &mut a, &mut d, &|| false, false);
         assert_eq!(events(a), 2);
         assert_eq!(d.count(SkipReason::BadIp), 1);
         assert_eq!(d.examples[0].location.line, Some(3));
@@ -942,10 +972,31 @@ mod tests {
             line: None,
             offset: None,
         };
-        read_documents(doc.as_bytes(), &src, &mut a, &mut d, &|| false);
+        read_documents(doc.as_bytes(), &src, &mut a, &mut d, &|| false, false);
         assert_eq!(events(a), 2);
         assert_eq!(d.count(SkipReason::Malformed), 1);
         assert_eq!(d.examples[0].location.line, Some(4));
+    }
+
+    #[test]
+    fn strict_documents_stop_at_the_first_error() {
+        let bad = ROW.replace("203.0.113.7", "bad-ip");
+        let good2 = ROW.replace("\"ReportId\":1", "\"ReportId\":2");
+        let src = Location {
+            source: "s.json".into(),
+            line: None,
+            offset: None,
+        };
+        for strict in [false, true] {
+            let doc = format!("{{\"Results\":[\n{ROW},\n{bad},\n{good2}\n]}}");
+            let mut a = agg();
+            let mut d = Diagnostics::default();
+            read_documents_slice(doc.as_bytes(), 0, &src, &mut a, &mut d, strict);
+            assert_eq!(d.total_skipped(), 1, "{:?}", d.examples);
+            assert_eq!(d.examples[0].reason, SkipReason::BadIp);
+            assert_eq!(d.examples[0].location.line, Some(3));
+            assert_eq!(events(a), if strict { 1 } else { 2 });
+        }
     }
 
     proptest::proptest! {
