@@ -2,7 +2,7 @@
 //! ingest_bench -- [--threads N] [--format NAME] PATH...` (`-` reads stdin). Prints events,
 //! skips, bytes and throughput, so a claim about ingest speed can name its measurement.
 //!
-//! Measured 2025-11 on a 2-core AMD EPYC VM, release build, `--threads 2`, best of 3, page cache
+//! Measured on a 2-core AMD EPYC VM, release build, `--threads 2`, best of 3, page cache
 //! warm, 600,000 rows written by `examples/gen_big.py`:
 //!
 //! | input | MB | MB/s | M records/s |
