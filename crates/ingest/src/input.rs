@@ -495,10 +495,10 @@ fn read_document(
     finish_input(run, input, compression, &brk)
 }
 
+/// The worker that sequential readers (documents, CSV) fill. `run` always has at least one
+/// (`threads.max(1)`).
 fn first_worker<'r>(run: &'r mut Run) -> &'r mut Worker {
-    // `run` always has at least one worker (`threads.max(1)`).
-    let idx = 0;
-    &mut run.workers[idx]
+    &mut run.workers[0]
 }
 
 /// Counts bytes going through.
