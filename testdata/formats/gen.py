@@ -8,8 +8,9 @@ expect from them.
 import csv, gzip, io, json, os, shutil, subprocess
 
 def t(m, s, ms):
-    """(RFC 3339 with 7 fraction digits as Defender writes, Sentinel US form) of 2025-12-22 hh:m:s.ms."""
-    h, mm = 8 + (m // 60), m % 60
+    """(RFC 3339 with 7 fraction digits as Defender writes, Sentinel US form) of 2025-12-22
+    12:00 + m minutes, s.ms seconds: the rows straddle 1 PM so that the 12-hour clock is tested."""
+    h, mm = 12 + (m // 60), m % 60
     rfc = f"2025-12-22T{h:02}:{mm:02}:{s:02}.{ms:03}0000Z"
     h12 = h % 12 or 12
     us = f"12/22/2025, {h12}:{mm:02}:{s:02}.{ms:03} {'AM' if h < 12 else 'PM'}"
@@ -31,23 +32,23 @@ def row(minute, sec, ms, dev, action, rip, rport, lip, lport, proto, proc, extra
         "AdditionalFields": extra,
     })
 
-# web-01: 12 inbound HTTPS connections, 10 in the 09:00 bin and 2 in the 09:05 bin.
+# web-01: 12 inbound HTTPS connections, 10 in the 13:00 bin and 2 in the 13:05 bin.
 v4 = [f"203.0.113.{i % 6 + 1}" for i in range(8)]
 srcs = v4 + ["2001:db8:a::1", "2001:db8:a::2", "2001:db8:a::1", "198.51.100.9"]
 for i, ip in enumerate(srcs):
-    sec = 60 + 1 + i * 30  # from 09:00:01, every 30 s
+    sec = 60 + 1 + i * 30  # from 13:00:01, every 30 s
     row(60 + sec // 60 - 1, sec % 60, 123, "web-01.contoso.com", "InboundConnectionAccepted", ip, 50000 + i, "10.1.0.4", 443, "Tcp", "w3wp.exe")
-# web-01: HTTP/3 over UDP 443.
+# web-01: HTTP/3 over UDP 443 at 13:06.
 row(66, 0, 0, "web-01.contoso.com", "InboundConnectionAccepted", "198.51.100.20", 50500, "10.1.0.4", 443, "Udp", "w3wp.exe")
 # web-02: five SYNs to port 80, four inbound ICMP sessions with Zeek counters.
 for i in range(5):
     row(61, i * 10, 500, "web-02.contoso.com", "ConnectionAttempt", f"192.0.2.{10 + i}", 40000 + i, "10.1.0.5", 80, "Tcp", None)
 for i, ip in enumerate(["192.0.2.50", "192.0.2.51", "192.0.2.52", "2001:db8:b::7"]):
     row(63, i * 5, 250, "web-02.contoso.com", "IcmpConnectionInspected", ip, None, "10.1.0.5", None, "Icmp", None, ICMP)
-# web-02: four inbound connections on 8443 in the 09:10 bin.
+# web-02: four inbound connections on 8443 in the 13:10 bin.
 for i in range(4):
-    row(71, i, 0, "web-02.contoso.com", "InboundConnectionAccepted", f"192.0.2.{100 + i}", 51000 + i, "10.1.0.5", 8443, "Tcp", "nginx.exe")
-# db-01: an hourly roll-up standing for 37 connections, three outbound connections, one listener at 08:58.
+    row(71, i, 789, "web-02.contoso.com", "InboundConnectionAccepted", f"192.0.2.{100 + i}", 51000 + i, "10.1.0.5", 8443, "Tcp", "nginx.exe")
+# db-01: an hourly roll-up standing for 37 connections, three outbound connections, one listener at 12:58.
 row(60, 0, 0, "db-01.contoso.com", "ConnectionSuccessAggregatedReport", "10.0.0.5", 443, "10.1.0.9", 51515, "Tcp", "sqlservr.exe", {"uniqueEventsAggregated": 37})
 for i in range(3):
     row(62, 10 + i, 0, "db-01.contoso.com", "ConnectionSuccess", "13.107.4.50", 443, "10.1.0.9", 49700 + i, "Tcp", "sqlservr.exe")
@@ -143,7 +144,7 @@ with open("ndjson.json.gz", "wb") as f:
 subprocess.run(["zstd", "-q", "-f", "-19", "storage.json", "-o", "storage.json.zst"], check=True)
 # 11. A Storage container tree: one PT1H.json per hour.
 shutil.rmtree("tree", ignore_errors=True)
-for hour in (8, 9):
+for hour in (12, 13):
     d = f"tree/insights-logs-advancedhunting-devicenetworkevents/tenantId=00000000-0000-0000-0000-00000000abcd/y=2025/m=12/d=22/h={hour:02}/m=00"
     os.makedirs(d)
     mine = [l for l, r in zip([compact(envelope(r)) for r in rows], rows) if r["Timestamp"][11:13] == f"{hour:02}"]

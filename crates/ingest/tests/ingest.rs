@@ -60,6 +60,18 @@ mod golden {
     /// Values worked out by hand from the rows listed in testdata/formats/README.md.
     fn check_hand_computed(a: &Aggregates, what: &str) {
         assert_eq!(a.stats.events, 31, "{what}");
+        // Oldest and newest event time, to the millisecond, across the 12-hour clock of
+        // Sentinel's dates.
+        assert_eq!(
+            a.stats.min_ts,
+            parse_rfc3339(b"2025-12-22T12:58:00Z").ok(),
+            "{what}"
+        );
+        assert_eq!(
+            a.stats.max_ts,
+            parse_rfc3339(b"2025-12-22T13:11:03.789Z").ok(),
+            "{what}"
+        );
         assert_eq!(a.stats.duplicates, 1, "{what}: the repeated row is dropped");
         let by = a.by_name();
         let get = |dev: &str, t: &str| {
@@ -67,7 +79,7 @@ mod golden {
                 .copied()
                 .unwrap_or_else(|| panic!("{what}: no bin {dev} {t}"))
         };
-        let w1 = get("web-01.contoso.com", "2025-12-22T09:00:00Z");
+        let w1 = get("web-01.contoso.com", "2025-12-22T13:00:00Z");
         assert_eq!(w1.seed.count, 10, "{what}");
         assert_eq!(
             w1.seed.sources.distinct_u64(),
@@ -75,10 +87,10 @@ mod golden {
             "{what}: 6 IPv4 + 2 IPv6 sources"
         );
         assert_eq!(w1.class(Class::Web).count, 10, "{what}");
-        let w1b = get("web-01.contoso.com", "2025-12-22T09:05:00Z");
+        let w1b = get("web-01.contoso.com", "2025-12-22T13:05:00Z");
         assert_eq!(w1b.seed.count, 3, "{what}: the seed counts UDP 443 too");
         assert_eq!(w1b.class(Class::Udp).count, 1, "{what}");
-        let w2 = get("web-02.contoso.com", "2025-12-22T09:00:00Z");
+        let w2 = get("web-02.contoso.com", "2025-12-22T13:00:00Z");
         assert_eq!(w2.class(Class::Syn).count, 5, "{what}");
         let icmp = w2.class(Class::Icmp);
         assert_eq!(
@@ -87,18 +99,18 @@ mod golden {
             "{what}"
         );
         assert_eq!(
-            get("web-02.contoso.com", "2025-12-22T09:10:00Z")
+            get("web-02.contoso.com", "2025-12-22T13:10:00Z")
                 .class(Class::Web)
                 .count,
             4,
             "{what}"
         );
         assert_eq!(
-            get("db-01.contoso.com", "2025-12-22T09:00:00Z").rows,
+            get("db-01.contoso.com", "2025-12-22T13:00:00Z").rows,
             37 + 3,
             "{what}: the aggregated report weighs 37"
         );
-        assert_eq!(get("db-01.contoso.com", "2025-12-22T08:55:00Z").rows, 1);
+        assert_eq!(get("db-01.contoso.com", "2025-12-22T12:55:00Z").rows, 1);
         assert_eq!(by.len(), 6, "{what}");
     }
 
@@ -172,8 +184,8 @@ mod detect {
         let out = run_auto(&fixtures().join("tree"));
         let sources: Vec<&String> = out.formats.keys().collect();
         assert_eq!(sources.len(), 2);
-        assert!(sources[0].contains("/h=08/m=00/PT1H.json"), "{sources:?}");
-        assert!(sources[1].contains("/h=09/m=00/PT1H.json"), "{sources:?}");
+        assert!(sources[0].contains("/h=12/m=00/PT1H.json"), "{sources:?}");
+        assert!(sources[1].contains("/h=13/m=00/PT1H.json"), "{sources:?}");
         assert_eq!(out.diagnostics.inputs, 2);
     }
 
@@ -289,7 +301,7 @@ mod bad_input {
     #[test]
     fn malformed_line() {
         one_bad_line(
-            br#"{"Timestamp": "2025-12-22T09:00:00Z", "DeviceName": oops}"#,
+            br#"{"Timestamp": "2025-12-22T13:00:00Z", "DeviceName": oops}"#,
             SkipReason::Malformed,
             "JSON: expected value",
         );
