@@ -1,1 +1,208 @@
-fn main() {}
+//! `floodwatch`: the command line. Thin by design: it parses flags and the config file into
+//! validated settings, then drives the library crates (ingest → core → detect → output).
+
+mod config;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "floodwatch",
+    version,
+    about = "DDoS detection over Microsoft Defender XDR DeviceNetworkEvents telemetry",
+    long_about = "Reads DeviceNetworkEvents in every shape Defender exports it (Advanced Hunting \
+NDJSON/JSON, Event Hubs and Storage envelopes, hunting and Log Analytics API responses, portal \
+CSVs; plain, gzip or zstd) and detects DDoS floods per device."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Detect floods in exported telemetry.
+    Detect(DetectArgs),
+    /// Write realistic simulated telemetry with labelled attack and benign scenarios.
+    Simulate(SimulateArgs),
+    /// Run detection on labelled telemetry and score it per scenario.
+    Evaluate(EvaluateArgs),
+    /// Build a few days of simulated telemetry with attacks in it, detect, and show the result.
+    Demo(DemoArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rule {
+    /// floodwatch's own detector: seasonal robust baselines, source novelty, suppression.
+    Floodwatch,
+    /// The seed Sentinel rule's intent, implemented correctly.
+    Seed,
+}
+
+/// Settings shared by every command that reads telemetry and detects.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Files or directories (read recursively) of telemetry, or `-` for standard input.
+    #[arg(required = true, value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Rule to run.
+    #[arg(long, value_enum, default_value_t = Rule::Floodwatch)]
+    pub rule: Rule,
+    /// Config file (TOML); flags override it. See floodwatch.example.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Input format, or auto-detect from content: auto, ndjson, json-array, eventhubs, storage,
+    /// ah-api, graph, log-analytics, defender-csv, sentinel-csv.
+    #[arg(long, value_name = "FORMAT")]
+    pub input_format: Option<String>,
+    /// Parsing threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Make the first malformed record an error instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Bin width (a duration dividing a day: 1m, 5m, 10m...). Default 5m.
+    #[arg(long, value_name = "DURATION")]
+    pub bin: Option<String>,
+    /// Seed rule: service ports whose inbound connections are counted (comma-separated). Default 443.
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub ports: Option<Vec<u16>>,
+    /// Source network (CIDR or address) whose traffic is declared legitimate; repeatable.
+    #[arg(long = "allow-source", value_name = "CIDR")]
+    pub allow_sources: Vec<String>,
+    /// Drop exact duplicates occurring within this much event time of each other (0s: off). Default 1h.
+    #[arg(long, value_name = "DURATION")]
+    pub dedup_window: Option<String>,
+    /// Show progress on a terminal (never on a pipe).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub progress: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DetectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Output format: table, jsonl or csv.
+    #[arg(long, short = 'o', default_value = "table")]
+    pub output: String,
+    /// Seed rule: evaluate at this time (RFC 3339, a bin boundary). Default: the start of the
+    /// bin holding the newest event (that bin may be incomplete).
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Score bins starting at or after this time (RFC 3339). With --rule seed, runs the rule as
+    /// a schedule would: once per bin, each bin against the baseline it had then.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Score bins starting before this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Write incidents as JSON lines to this file.
+    #[arg(long, value_name = "PATH")]
+    pub incidents: Option<PathBuf>,
+    /// Seed rule: standard deviations above the mean that flag a bin (default 5).
+    #[arg(long)]
+    pub sigma: Option<f64>,
+    /// Seed rule: distinct sources in a bin that flag it on their own (default 300).
+    #[arg(long)]
+    pub distinct_threshold: Option<u64>,
+    /// Seed rule: scored window before now (default 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub window: Option<String>,
+    /// Seed rule: start of the baseline before now (default 24h).
+    #[arg(long, value_name = "DURATION")]
+    pub baseline_start: Option<String>,
+    /// Seed rule: High needs more connections than this (default 20000).
+    #[arg(long)]
+    pub high_count: Option<u64>,
+    /// Seed rule: High needs more distinct sources than this (default 500).
+    #[arg(long)]
+    pub high_distinct: Option<u64>,
+    /// Seed rule: Medium needs more connections than this (default 10000).
+    #[arg(long)]
+    pub medium_count: Option<u64>,
+    /// Seed rule: Medium needs more distinct sources than this (default 300).
+    #[arg(long)]
+    pub medium_distinct: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// What to simulate: `scenarios` (days of traffic with every labelled scenario) or `bench`
+    /// (the benchmark dataset).
+    #[arg(long, default_value = "scenarios")]
+    pub profile: String,
+    /// Random seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Multiplies traffic volume.
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Number of devices (default depends on the profile).
+    #[arg(long)]
+    pub devices: Option<usize>,
+    /// Hours of telemetry (default depends on the profile).
+    #[arg(long)]
+    pub hours: Option<u32>,
+    /// First timestamp (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub start: Option<String>,
+    /// Output format: ndjson, json-array, eventhubs, storage, ah-api, graph, log-analytics,
+    /// defender-csv, sentinel-csv.
+    #[arg(long, default_value = "ndjson")]
+    pub format: String,
+    /// Output file (`.gz` / `.zst` compress; `-` is standard output).
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub out: PathBuf,
+    /// Write the scenario labels (JSON lines) here.
+    #[arg(long, value_name = "PATH")]
+    pub labels: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Scenario labels (JSON lines, as written by `floodwatch simulate --labels`).
+    #[arg(long, value_name = "PATH")]
+    pub labels: PathBuf,
+    /// Target: every attack detected within this many bins of its start.
+    #[arg(long)]
+    pub max_detect_bins: Option<u32>,
+    /// Target: at most this many benign scenarios with an unsuppressed alert.
+    #[arg(long)]
+    pub max_benign_alerts: Option<u32>,
+    /// Target: at most this many unsuppressed alert bins on normal traffic.
+    #[arg(long)]
+    pub max_normal_fp_bins: Option<u32>,
+    /// Also print the evaluation as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Random seed of the simulated telemetry.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keep the generated files in this directory instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if run::is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("floodwatch: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

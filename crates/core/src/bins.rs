@@ -50,7 +50,11 @@ impl DeviceTable {
             .enumerate()
             .map(|(i, n)| (n.clone(), i as DeviceId))
             .collect();
-        self.hashes = self.names.iter().map(|n| hash_bytes(n.as_bytes())).collect();
+        self.hashes = self
+            .names
+            .iter()
+            .map(|n| hash_bytes(n.as_bytes()))
+            .collect();
     }
 
     pub fn name(&self, id: DeviceId) -> &str {
@@ -58,7 +62,10 @@ impl DeviceTable {
     }
 
     pub fn get(&self, name: &str) -> Option<DeviceId> {
-        self.names.iter().position(|n| n == name).map(|i| i as DeviceId)
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as DeviceId)
     }
 
     /// Seedless hash of the device's name (same for the same name in every table).
@@ -384,11 +391,9 @@ impl Aggregator {
                 bin.seed.sources.insert_hash(h, w);
             }
         }
-        if verdict.seed_bytes {
-            if let Some(b) = ev.bytes {
-                bin.seed.bytes += b;
-                bin.seed.metered += 1;
-            }
+        if let (true, Some(b)) = (verdict.seed_bytes, ev.bytes) {
+            bin.seed.bytes += b;
+            bin.seed.metered += 1;
         }
         if self.profile == Profile::SeedOnly {
             return;
@@ -406,13 +411,13 @@ impl Aggregator {
                 }
             }
         }
-        if let Some(c) = verdict.bytes {
-            if ev.bytes.is_some() || ev.packets.is_some() {
-                let ca = &mut bin.classes[c as usize];
-                ca.bytes += ev.bytes.unwrap_or(0);
-                ca.packets += ev.packets.unwrap_or(0);
-                ca.metered += 1;
-            }
+        if let Some(c) = verdict.bytes
+            && (ev.bytes.is_some() || ev.packets.is_some())
+        {
+            let ca = &mut bin.classes[c as usize];
+            ca.bytes += ev.bytes.unwrap_or(0);
+            ca.packets += ev.packets.unwrap_or(0);
+            ca.metered += 1;
         }
     }
 
@@ -445,7 +450,9 @@ mod bins_as_pairs {
         s.collect_seq(m.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<BinKey, BinAgg>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<BinKey, BinAgg>, D::Error> {
         let v: Vec<(BinKey, BinAgg)> = Vec::deserialize(d)?;
         Ok(v.into_iter().collect())
     }
@@ -463,7 +470,10 @@ impl Aggregates {
 
     /// Folds `other` in, remapping its device ids by name.
     pub fn merge(&mut self, mut other: Aggregates) {
-        assert_eq!(self.width, other.width, "merging aggregates of different bin widths");
+        assert_eq!(
+            self.width, other.width,
+            "merging aggregates of different bin widths"
+        );
         let remap: Vec<DeviceId> = other
             .devices
             .names()
@@ -601,7 +611,10 @@ mod tests {
             agg.add(&e);
         }
         let a = agg.finish();
-        assert_eq!(a.stats.duplicates, 1, "the third copy came after the horizon");
+        assert_eq!(
+            a.stats.duplicates, 1,
+            "the third copy came after the horizon"
+        );
         assert_eq!(a.stats.events, 3);
     }
 

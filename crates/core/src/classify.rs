@@ -125,7 +125,11 @@ impl AllowList {
             None => max,
         };
         let len = if ip.is_v4() { len + 96 } else { len };
-        let mask = if len == 0 { 0 } else { u128::MAX << (128 - len as u32) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len as u32)
+        };
         self.nets.push((ip.0 & mask, len));
         Ok(())
     }
@@ -137,7 +141,11 @@ impl AllowList {
     #[inline]
     pub fn contains(&self, ip: crate::model::Ip) -> bool {
         self.nets.iter().any(|&(net, len)| {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len as u32) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len as u32)
+            };
             ip.0 & mask == net
         })
     }
@@ -275,11 +283,13 @@ mod tests {
         let v = c.classify(&ev(InboundConnectionAccepted, Protocol::Tcp, 22, 50123));
         assert_eq!((v.count, v.seed_count), (Some(Class::OtherInbound), false));
         assert_eq!(
-            c.classify(&ev(ConnectionAttempt, Protocol::Tcp, 443, 40000)).count,
+            c.classify(&ev(ConnectionAttempt, Protocol::Tcp, 443, 40000))
+                .count,
             Some(Class::Syn)
         );
         assert_eq!(
-            c.classify(&ev(ConnectionAttempt, Protocol::Tcp, 51000, 443)).count,
+            c.classify(&ev(ConnectionAttempt, Protocol::Tcp, 51000, 443))
+                .count,
             None,
             "the device's own outbound SYN"
         );
@@ -294,7 +304,10 @@ mod tests {
         let mut ssl = ev(SslConnectionInspected, Protocol::Tcp, 443, 50000);
         ssl.direction = Direction::In;
         let v = c.classify(&ssl);
-        assert_eq!((v.count, v.bytes, v.seed_bytes), (None, Some(Class::Web), true));
+        assert_eq!(
+            (v.count, v.bytes, v.seed_bytes),
+            (None, Some(Class::Web), true)
+        );
         ssl.direction = Direction::Out;
         assert_eq!(c.classify(&ssl), Verdict::default());
     }

@@ -119,7 +119,9 @@ impl Diagnostics {
 
     pub fn skip(&mut self, reason: SkipReason, location: Location, message: impl Into<String>) {
         *self.skipped.entry(reason).or_insert(0) += 1;
-        if self.examples.len() < Self::MAX_EXAMPLES || self.examples.last().is_some_and(|e| location < e.location) {
+        if self.examples.len() < Self::MAX_EXAMPLES
+            || self.examples.last().is_some_and(|e| location < e.location)
+        {
             self.examples.push(SkipExample {
                 location,
                 reason,
@@ -178,7 +180,11 @@ mod tests {
         let mut a = Diagnostics::default();
         let mut b = Diagnostics::default();
         for i in 0..30u64 {
-            let r = if i % 3 == 0 { SkipReason::BadIp } else { SkipReason::Malformed };
+            let r = if i % 3 == 0 {
+                SkipReason::BadIp
+            } else {
+                SkipReason::Malformed
+            };
             whole.skip(r, loc(i), "x");
             if i % 2 == 0 { &mut a } else { &mut b }.skip(r, loc(i), "x");
         }
@@ -187,9 +193,6 @@ mod tests {
         assert_eq!(whole.examples[0].location.line, Some(0));
         assert_eq!(whole.examples.len(), Diagnostics::MAX_EXAMPLES);
         assert_eq!(whole.count(SkipReason::BadIp), 10);
-        assert_eq!(
-            whole.examples[0].to_string(),
-            "a.json: line 0: bad-ip: x"
-        );
+        assert_eq!(whole.examples[0].to_string(), "a.json: line 0: bad-ip: x");
     }
 }

@@ -43,8 +43,18 @@ mod tests {
     fn stable_values() {
         // These values are part of the serialized format of every sketch: they must not change.
         assert_eq!(mix64(0), 0);
-        assert_eq!(hash_bytes(b"web01.contoso.com"), hash_bytes(b"web01.contoso.com"));
-        assert_ne!(hash_ip(Ip::v4([10, 0, 0, 1])), hash_ip(Ip::v4([10, 0, 0, 2])));
-        assert_eq!(hash_ip(Ip::v4([1, 2, 3, 4])), 14_582_178_654_216_825_578_u64, "hash changed");
+        assert_eq!(
+            hash_bytes(b"web01.contoso.com"),
+            hash_bytes(b"web01.contoso.com")
+        );
+        assert_ne!(
+            hash_ip(Ip::v4([10, 0, 0, 1])),
+            hash_ip(Ip::v4([10, 0, 0, 2]))
+        );
+        assert_eq!(
+            hash_ip(Ip::v4([1, 2, 3, 4])),
+            14_582_178_654_216_825_578_u64,
+            "hash changed"
+        );
     }
 }

@@ -22,8 +22,8 @@ pub mod time;
 pub use bins::{
     Aggregates, Aggregator, BinAgg, BinKey, ClassAgg, DeviceTable, IngestStats, Profile, SeedAgg,
 };
-pub use diag::{Diagnostics, Location, SkipExample, SkipReason};
 pub use classify::{AllowList, Class, ClassifyConfig, PortSet, Verdict};
+pub use diag::{Diagnostics, Location, SkipExample, SkipReason};
 pub use model::{ActionType, DeviceId, Direction, Event, Ip, Protocol};
 pub use sketch::{SourceSketch, TopSources};
 pub use stats::Moments;

@@ -303,7 +303,14 @@ mod tests {
         let b = Ip::parse(b"2001:db8:1:2::5").unwrap();
         assert!(!b.is_v4());
         assert_eq!(b.prefix().to_string(), "2001:db8:1::");
-        for bad in [&b"1.2.3"[..], b"256.1.1.1", b"1.2.3.4.5", b"", b"01.2.3.4", b"x"] {
+        for bad in [
+            &b"1.2.3"[..],
+            b"256.1.1.1",
+            b"1.2.3.4.5",
+            b"",
+            b"01.2.3.4",
+            b"x",
+        ] {
             assert_eq!(Ip::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
         let j = serde_json::to_string(&a).unwrap();

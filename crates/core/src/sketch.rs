@@ -248,7 +248,8 @@ impl TopSources {
         let full_b = other.entries.len() >= other.m as usize;
         let min_a = if full_a { self.min_count() } else { 0 };
         let min_b = if full_b { other.min_count() } else { 0 };
-        let mut out: Vec<(Ip, u64, u64)> = Vec::with_capacity(self.entries.len() + other.entries.len());
+        let mut out: Vec<(Ip, u64, u64)> =
+            Vec::with_capacity(self.entries.len() + other.entries.len());
         for &(ip, c, e) in &self.entries {
             match other.entries.iter().find(|o| o.0 == ip) {
                 Some(&(_, c2, e2)) => out.push((ip, c + c2, e + e2)),
@@ -378,7 +379,7 @@ mod tests {
 
     #[test]
     fn top_sources_keep_heavy_hitters_after_merge() {
-        let mut parts = vec![TopSources::new(8), TopSources::new(8), TopSources::new(8)];
+        let mut parts = [TopSources::new(8), TopSources::new(8), TopSources::new(8)];
         let heavy = Ip::v4([203, 0, 113, 9]);
         for i in 0..3000u32 {
             let p = &mut parts[(i % 3) as usize];

@@ -61,7 +61,9 @@ mod tests {
 
     #[test]
     fn sample_stdev_like_kql() {
-        let m: Moments = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0].into_iter().collect();
+        let m: Moments = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]
+            .into_iter()
+            .collect();
         assert_eq!(m.mean(), Some(5.0));
         assert!((m.sample_stdev().unwrap() - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
         let one: Moments = [3.0].into_iter().collect();

@@ -238,7 +238,11 @@ pub fn parse_duration(s: &str) -> Result<Nanos, String> {
         "m" | "min" => NANOS_PER_MIN,
         "h" => NANOS_PER_HOUR,
         "d" => NANOS_PER_DAY,
-        _ => return Err(format!("unknown duration unit {unit:?} in {s:?} (use s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "unknown duration unit {unit:?} in {s:?} (use s, m, h or d)"
+            ));
+        }
     };
     n.checked_mul(mul)
         .ok_or_else(|| format!("duration {s:?} is too large"))
@@ -266,10 +270,22 @@ mod tests {
     #[test]
     fn rejects_bad_timestamps() {
         assert_eq!(parse_rfc3339(b"yesterday"), Err(TimeError::Syntax));
-        assert_eq!(parse_rfc3339(b"2025-02-30T00:00:00Z"), Err(TimeError::Range));
-        assert_eq!(parse_rfc3339(b"2025-12-22T24:00:00Z"), Err(TimeError::Range));
-        assert_eq!(parse_rfc3339(b"2025-12-22T09:55:01.Z"), Err(TimeError::Syntax));
-        assert_eq!(parse_rfc3339(b"2025-12-22T09:55:01Zjunk"), Err(TimeError::Syntax));
+        assert_eq!(
+            parse_rfc3339(b"2025-02-30T00:00:00Z"),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2025-12-22T24:00:00Z"),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2025-12-22T09:55:01.Z"),
+            Err(TimeError::Syntax)
+        );
+        assert_eq!(
+            parse_rfc3339(b"2025-12-22T09:55:01Zjunk"),
+            Err(TimeError::Syntax)
+        );
     }
 
     #[test]
@@ -277,7 +293,11 @@ mod tests {
         let w = BinWidth::FIVE_MINUTES;
         let t = parse_rfc3339(b"2025-12-22T09:24:59.999Z").unwrap();
         assert_eq!(Rfc3339(w.floor(t)).to_string(), "2025-12-22T09:20:00Z");
-        assert_eq!(w.floor(-1), -w.nanos(), "floor, not truncation, before 1970");
+        assert_eq!(
+            w.floor(-1),
+            -w.nanos(),
+            "floor, not truncation, before 1970"
+        );
         assert!(BinWidth::from_secs(7 * 60).is_err());
         assert_eq!(BinWidth::from_secs(600).unwrap().per_day(), 144);
     }

@@ -59,7 +59,7 @@ fn literal(events: &[(String, Event)], now: Nanos) -> Vec<Row> {
             }
         }
     }
-    out.sort_by(|a, b| b.2.cmp(&a.2));
+    out.sort_by_key(|r| std::cmp::Reverse(r.2));
     out
 }
 
