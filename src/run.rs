@@ -410,20 +410,29 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
     let s = settings(&common, FileConfig::default())?;
     let (aggs, _) = read(&common.inputs, &s)?;
     let out = detect_on(&aggs, &s, None, None, None);
-    let unsuppressed: Vec<Alert> = out
-        .alerts
-        .iter()
-        .filter(|a| !a.suppressed)
-        .cloned()
-        .collect();
     let stdout = io::stdout();
     let mut w = BufWriter::new(stdout.lock());
-    floodwatch_output::write(
-        &mut w,
-        Format::Table,
-        &unsuppressed,
-        &incident_rows(&out.incidents),
+    floodwatch_output::write_incidents(&mut w, &incident_rows(&out.incidents))?;
+    let shown = out.alerts.iter().filter(|a| !a.suppressed).count();
+    writeln!(
+        w,
+        "{} alert bins ({} unsuppressed, {} suppressed as flash crowd, load test or monitor) make these incidents.",
+        out.alerts.len(),
+        shown,
+        out.alerts.len() - shown,
     )?;
+    match &a.keep {
+        Some(_) => writeln!(
+            w,
+            "Every bin with its reasons: floodwatch detect --allow-source {} {}\n",
+            floodwatch_sim::LOAD_TEST_CIDR,
+            data.display()
+        )?,
+        None => writeln!(
+            w,
+            "Keep the data to look at every bin: floodwatch demo --keep DIR\n"
+        )?,
+    }
     w.flush()?;
     drop(w);
     let labels = floodwatch_sim::read_labels(&labels)?;
@@ -433,10 +442,6 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         &labels,
         &floodwatch_sim::eval::Targets::default(),
     )?;
-    println!(
-        "\n{} suppressed alert bins not shown (flash crowds, load tests, monitors): see `floodwatch detect`.\n",
-        out.alerts.len() - unsuppressed.len()
-    );
     println!("Scored against the simulation's labels:\n{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -150,6 +150,12 @@ fn new_table() -> Table {
 }
 
 fn write_table(out: &mut dyn Write, alerts: &[Alert], incidents: &[IncidentRow]) -> io::Result<()> {
+    write_incidents(out, incidents)?;
+    write_alert_table(out, alerts)
+}
+
+/// The incidents table alone (nothing when there are none).
+pub fn write_incidents(out: &mut dyn Write, incidents: &[IncidentRow]) -> io::Result<()> {
     if !incidents.is_empty() {
         let mut t = new_table();
         t.set_header([
@@ -184,6 +190,10 @@ fn write_table(out: &mut dyn Write, alerts: &[Alert], incidents: &[IncidentRow])
         writeln!(out, "{t}")?;
         writeln!(out)?;
     }
+    Ok(())
+}
+
+fn write_alert_table(out: &mut dyn Write, alerts: &[Alert]) -> io::Result<()> {
     if alerts.is_empty() {
         writeln!(out, "No alerts.")?;
         return out.flush();
