@@ -150,16 +150,18 @@ fn report_skips(d: &Diagnostics, a: &Aggregates) {
     if d.total_skipped() == 0 && dup == 0 {
         return;
     }
-    let mut parts: Vec<String> = d.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    if dup > 0 {
-        parts.push(format!("duplicate {dup}"));
-    }
-    eprintln!(
-        "floodwatch: read {} records, used {}; skipped: {}",
-        d.records_read,
-        a.stats.events,
-        parts.join(", ")
+    let mut msg = format!(
+        "floodwatch: read {} records, used {}",
+        d.records_read, a.stats.events
     );
+    if dup > 0 {
+        msg.push_str(&format!("; dropped {dup} exact duplicate(s)"));
+    }
+    if d.total_skipped() > 0 {
+        let parts: Vec<String> = d.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        msg.push_str(&format!("; skipped: {}", parts.join(", ")));
+    }
+    eprintln!("{msg}");
     for ex in &d.examples {
         eprintln!("  {ex}");
     }
