@@ -40,8 +40,9 @@ impl Worker {
 }
 
 /// The full parser for lines the scanner does not handle: it parses the line, adds its events to
-/// the aggregator or records a skip, and counts `records_read` itself.
-pub type Fallback = dyn Fn(&[u8], Location, &mut Aggregator, &mut Diagnostics) + Sync;
+/// the aggregator or records a skip, and counts `records_read` itself. The lifetime lets it
+/// borrow the caller's state (`&Fallback` in a signature elides it).
+pub type Fallback<'a> = dyn Fn(&[u8], Location, &mut Aggregator, &mut Diagnostics) + Sync + 'a;
 
 /// Splits `chunk.data` on `\n` into line-aligned parts, one per worker, and processes them in
 /// parallel. Each line (trailing `\r` stripped, blank lines ignored) goes through the fast

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# floodwatch vs DuckDB on the seed rule: same file, same thread count, same alert rows.
+# Usage: bench/run.sh [--tiny] [--runs N] [--threads N] [--skip-2x]
+#   --tiny     small dataset, one run: only checks that everything works and the rows match (CI)
+#   --runs N   timed runs per tool (default 5; medians are reported; the cache is warm)
+#   --threads  threads for both tools (default: all cores)
+#   --skip-2x  skip the 2x-larger file used to show that peak memory does not grow with input
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=5
+tiny=0
+skip2x=0
+threads=$(nproc)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --tiny) tiny=1; runs=1; shift ;;
+    --runs) runs=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --skip-2x) skip2x=1; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '%s\n' "$*" >&2; }
+
+if [ ! -x /usr/bin/time ]; then
+  say "installing GNU time (for peak RSS)"
+  (apt-get install -y time >/dev/null 2>&1 || sudo apt-get install -y time >/dev/null 2>&1) || {
+    say "need /usr/bin/time (apt-get install time)"; exit 1; }
+fi
+
+say "== build"
+cargo build --release --quiet
+fw=target/release/floodwatch
+
+mkdir -p bench/data
+if [ "$tiny" = 1 ]; then scale=0.01; else scale=1.0; fi
+data=bench/data/bench-$scale.ndjson
+if [ ! -s "$data" ]; then
+  say "== generating $data (floodwatch simulate --profile bench --scale $scale)"
+  "$fw" simulate --profile bench --scale "$scale" --out "$data"
+fi
+
+say "== DuckDB (PyPI) in bench/.venv"
+if [ ! -x bench/.venv/bin/python ]; then
+  python3 -m venv bench/.venv
+fi
+bench/.venv/bin/python -c 'import duckdb' 2>/dev/null || bench/.venv/bin/pip install --quiet duckdb
+duck_version=$(bench/.venv/bin/python -c 'import duckdb; print(duckdb.__version__)')
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# measure NAME OUTFILE CMD...: runs CMD $runs times; records wall seconds and peak RSS (KiB) per run.
+measure() {
+  local name=$1 out=$2; shift 2
+  : >"$tmp/$name.wall"; : >"$tmp/$name.rss"
+  for _ in $(seq "$runs"); do
+    /usr/bin/time -v -o "$tmp/$name.time" "$@" >"$out" 2>"$tmp/$name.err" || {
+      say "$name failed:"; cat "$tmp/$name.err" >&2; cat "$tmp/$name.time" >&2; exit 1; }
+    awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s }' \
+      "$tmp/$name.time" >>"$tmp/$name.wall"
+    awk -F': ' '/Maximum resident set size/ { print $2 }' "$tmp/$name.time" >>"$tmp/$name.rss"
+    grep -o 'query_seconds=[0-9.]*' "$tmp/$name.err" | cut -d= -f2 >>"$tmp/$name.query" || true
+  done
+}
+median() { sort -g "$1" | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+bytes=$(stat -c %s "$data")
+mb=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')
+
+# Warm the page cache once so every tool reads from memory.
+cat "$data" >/dev/null
+
+say "== running ($runs runs each, $threads threads, $mb MB)"
+measure duckdb "$tmp/duckdb.jsonl" bench/.venv/bin/python bench/duckdb_seed.py "$data" "$threads"
+measure seed "$tmp/seed.jsonl" "$fw" detect --rule seed --threads "$threads" --output jsonl "$data"
+measure floodwatch "$tmp/floodwatch.jsonl" "$fw" detect --rule floodwatch --threads "$threads" --output jsonl "$data"
+
+say "== checking alert rows (TimeGenerated, DeviceName, RequestCount, UniqueSourceIPs, AttackConfidence)"
+python3 bench/compare.py "$tmp/duckdb.jsonl" "$tmp/seed.jsonl"
+
+rss2_line=""
+if [ "$tiny" = 0 ] && [ "$skip2x" = 0 ]; then
+  data2=bench/data/bench-2.0.ndjson
+  if [ ! -s "$data2" ]; then
+    say "== generating $data2 (--scale 2.0) for the memory check"
+    "$fw" simulate --profile bench --scale 2.0 --out "$data2"
+  fi
+  cat "$data2" >/dev/null
+  saved=$runs; runs=1
+  measure seed2 "$tmp/seed2.jsonl" "$fw" detect --rule seed --threads "$threads" --output jsonl "$data2"
+  measure floodwatch2 "$tmp/floodwatch2.jsonl" "$fw" detect --rule floodwatch --threads "$threads" --output jsonl "$data2"
+  runs=$saved
+  rss2_line=$(printf 'peak RSS on the 2x file (%s MB): seed %s MiB, floodwatch %s MiB' \
+    "$(awk -v b="$(stat -c %s "$data2")" 'BEGIN { printf "%.1f", b / 1e6 }')" \
+    "$(awk '{ printf "%.0f", $1 / 1024 }' "$tmp/seed2.rss")" "$(awk '{ printf "%.0f", $1 / 1024 }' "$tmp/floodwatch2.rss")")
+fi
+
+report() {
+  local name=$1 label=$2 wall rss
+  wall=$(median "$tmp/$name.wall"); rss=$(median "$tmp/$name.rss")
+  awk -v n="$label" -v w="$wall" -v r="$rss" -v b="$bytes" \
+    'BEGIN { printf "%-28s %8.3f s %9.0f MB/s %8.0f MiB\n", n, w, b / 1e6 / w, r / 1024 }'
+}
+
+echo
+echo "machine: $(lscpu | awk -F': *' '/Model name/ { print $2; exit }'), $(nproc) cores; threads: $threads"
+echo "input: $data, $mb MB, $(wc -l <"$data") lines; runs: $runs (median, warm cache); DuckDB $duck_version"
+printf '%-28s %10s %14s %12s\n' tool wall throughput "peak RSS"
+report duckdb "DuckDB (process)"
+dq=$(median "$tmp/duckdb.query")
+awk -v w="$dq" -v b="$bytes" 'BEGIN { printf "%-28s %8.3f s %9.0f MB/s\n", "DuckDB (query only)", w, b / 1e6 / w }'
+report seed "floodwatch --rule seed"
+report floodwatch "floodwatch --rule floodwatch"
+ds=$(median "$tmp/seed.wall"); df=$(median "$tmp/floodwatch.wall")
+awk -v d="$dq" -v s="$ds" -v f="$df" 'BEGIN {
+  printf "throughput ratio vs DuckDB query time: seed %.2fx, floodwatch %.2fx\n", d / s, d / f }'
+[ -n "$rss2_line" ] && echo "$rss2_line"
+exit 0
