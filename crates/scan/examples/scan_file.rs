@@ -10,7 +10,9 @@ use floodwatch_scan::{FileOptions, Worker, aggregate_file};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or("usage: scan_file FILE [THREADS] [seed|full]")?;
+    let path = args
+        .next()
+        .ok_or("usage: scan_file FILE [THREADS] [seed|full]")?;
     let threads: usize = match args.next() {
         Some(t) => t.parse()?,
         None => std::thread::available_parallelism()?.get(),

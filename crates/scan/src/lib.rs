@@ -16,6 +16,8 @@ mod af;
 mod file;
 mod lines;
 mod row;
+#[doc(hidden)]
+pub mod sample;
 
 pub use file::{FileOptions, aggregate_file};
 pub use lines::{Chunk, Fallback, Worker, aggregate_lines};
