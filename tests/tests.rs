@@ -27,6 +27,20 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The seed rule with a distinct-source threshold low enough for the fixture's busy bin, at a
+/// fixed `now`, as JSON lines.
+const SEED_JSONL: &[&str] = &[
+    "detect",
+    "--rule",
+    "seed",
+    "--distinct-threshold",
+    "5",
+    "--now",
+    "2025-12-22T13:15:00Z",
+    "--output",
+    "jsonl",
+];
+
 /// Every fixture of testdata/formats (same events, every shape Defender exports).
 fn fixtures() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(formats())
@@ -54,18 +68,9 @@ mod formats {
         let all = fixtures();
         assert!(all.len() >= 13, "{all:?}");
         for f in all {
-            let o = run(&[
-                "detect",
-                "--rule",
-                "seed",
-                "--distinct-threshold",
-                "5",
-                "--now",
-                "2025-12-22T13:15:00Z",
-                "--output",
-                "jsonl",
-                f.to_str().expect("utf-8 path"),
-            ]);
+            let mut args = SEED_JSONL.to_vec();
+            args.push(f.to_str().expect("utf-8 path"));
+            let o = run(&args);
             assert!(o.status.success(), "{}: {}", f.display(), stderr(&o));
             assert_eq!(stdout(&o), golden, "{}", f.display());
         }
@@ -75,20 +80,8 @@ mod formats {
     fn stdin_and_forced_format() {
         let data = std::fs::read(formats().join("ndjson.json")).expect("fixture");
         let mut child = bin()
-            .args([
-                "detect",
-                "--rule",
-                "seed",
-                "--distinct-threshold",
-                "5",
-                "--now",
-                "2025-12-22T13:15:00Z",
-                "--output",
-                "jsonl",
-                "--input-format",
-                "ndjson",
-                "-",
-            ])
+            .args(SEED_JSONL)
+            .args(["--input-format", "ndjson", "-"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()
