@@ -143,7 +143,8 @@ pub struct Alert {
     pub device_name: String,
     /// Connections counted by the rule in this bin.
     pub request_count: u64,
-    /// Distinct sources (exact up to 1,024; estimated above).
+    /// Distinct sources: exact up to 1,024 (seed rule) or 256 (floodwatch rule, per vector),
+    /// a bottom-k estimate above (about 3 % and 6 % relative standard error).
     #[serde(rename = "UniqueSourceIPs")]
     pub unique_source_ips: u64,
     /// Bytes of inspected inbound sessions; null when the telemetry has none.
