@@ -10,12 +10,12 @@
 //! the `AdditionalFields` value (checked with one `memchr2` for `{`/`[`), and it ignores matches
 //! inside that value, so every match it uses is a key of the row itself.
 
-use floodwatch_core::time::parse_rfc3339;
+use floodwatch_core::time::{NANOS_PER_SEC, Nanos, parse_rfc3339};
 use floodwatch_core::{ActionType, Aggregator, DeviceId, Direction, Event, Ip, Protocol};
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
 
-use crate::af::{AfValues, scan_additional_fields};
+use crate::af::{AfRef, AfValues, scan_additional_fields};
 
 /// The top-level keys the scanner reads, in the order of [`KEYS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,16 +75,16 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Reads the value starting at `i` (after the colon). `None` for escapes, containers or
-/// anything malformed: the caller falls back.
+/// Reads the value starting at `i` (after the colon), with the offset just past it. `None` for
+/// escapes, containers or anything malformed: the caller falls back.
 #[inline]
-fn read_value(b: &[u8], i: usize) -> Option<Val<'_>> {
+fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
     let i = skip_ws(b, i);
     match *b.get(i)? {
         b'"' => {
             let rest = b.get(i + 1..)?;
             let end = memchr::memchr2(b'"', b'\\', rest)?;
-            (rest[end] == b'"').then(|| Val::Str(&rest[..end]))
+            (rest[end] == b'"').then(|| (Val::Str(&rest[..end]), i + end + 2))
         }
         b'{' | b'[' => None,
         _ => {
@@ -95,11 +95,11 @@ fn read_value(b: &[u8], i: usize) -> Option<Val<'_>> {
                 .unwrap_or(rest.len());
             let v = &rest[..end];
             if v == b"null" {
-                Some(Val::Null)
+                Some((Val::Null, i + end))
             } else if v.is_empty() {
                 None
             } else {
-                Some(Val::Bare(v))
+                Some((Val::Bare(v), i + end))
             }
         }
     }
@@ -157,87 +157,198 @@ fn port(v: Option<Option<Val<'_>>>) -> Option<Option<u16>> {
     }
 }
 
-/// Per-worker scanner state: the key order of the previous line (keys usually come in the same
-/// order line after line, so each search starts where the previous key was found) and the last
-/// device name with its id (rows come in runs of the same device, and interning hashes the name).
+/// Per-worker scanner state, all of it guesses learned from the previous lines and checked on
+/// every use, so a wrong guess costs time, never correctness:
+/// - the order of the keys (keys usually come in the same order line after line) and, per key,
+///   the distance from the end of the value located before it to the key itself (mostly
+///   constant, so a 12-byte comparison usually replaces a search);
+/// - the last device names with their ids (interning hashes and validates the name);
+/// - the minute prefix of the last timestamp with its time (rows come in time order).
 #[derive(Clone, Debug, Default)]
 pub struct Scanner {
-    /// Offset of each key in the previous line, used to order the searches.
-    order: [u8; NKEYS],
+    /// Slots (keys, then `AdditionalFields`) in the order of the previous line.
+    order: [u8; NSLOTS],
+    /// Per slot: offset of its key from the end of the previous slot's value, last seen.
+    gap: [u32; NSLOTS],
     ordered: bool,
     last_device: Vec<u8>,
     last_id: Option<DeviceId>,
+    devices: Vec<(Box<[u8]>, DeviceId)>,
+    /// `YYYY-MM-DDTHH:MM` of the last timestamp parsed in full, and its time at second 0.
+    minute: [u8; 16],
+    minute_nanos: Option<Nanos>,
 }
 
-/// Where each key's value starts (just after the colon), or `None` if the key is absent.
-type Positions = [Option<usize>; NKEYS];
+/// The nine keys plus `AdditionalFields`, located in one ordered pass.
+const NSLOTS: usize = NKEYS + 1;
+const AF_SLOT: usize = NKEYS;
+
+/// Devices remembered by name beyond the last one (rows interleave a few busy devices).
+const DEVICE_CACHE: usize = 16;
+
+/// A located key: where its value starts (just after the colon) and the value, `None` if the
+/// scanner cannot read it.
+type Slot<'a> = Option<(usize, Option<Val<'a>>)>;
+
+/// What [`Scanner::locate`] finds: each key's value, and the extent and form of the
+/// `AdditionalFields` value (`(usize::MAX, usize::MAX)` and `None` when absent).
+struct Located<'a> {
+    vals: [Slot<'a>; NKEYS],
+    excl: (usize, usize),
+    af: Option<AfRef>,
+}
+
+#[inline]
+fn finder(slot: usize) -> &'static Finder<'static> {
+    if slot == AF_SLOT {
+        &AF_FINDER
+    } else {
+        &FINDERS[slot]
+    }
+}
+
+/// `a == b` for two slices of the same length, by 8-byte words: the key names are 10 to 18
+/// bytes, where a call into `memcmp` costs more than the comparison.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    fn word(s: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if !(8..=24).contains(&n) {
+        return a == b;
+    }
+    word(a, 0) == word(b, 0)
+        && word(a, n - 8) == word(b, n - 8)
+        && (n <= 16 || word(a, 8) == word(b, 8))
+}
+
+/// If the key `needle` starts at `p` and is followed by a colon, the offset just after the
+/// colon. The byte before must end a previous member or open the object: that rules out a match
+/// that starts at an escaped quote (`"x\"LocalPort":` is the key `x"LocalPort`).
+#[inline]
+fn key_at(line: &[u8], p: usize, needle: &[u8]) -> Option<usize> {
+    if !same(line.get(p..p + needle.len())?, needle) {
+        return None;
+    }
+    if !matches!(
+        line.get(p.wrapping_sub(1)),
+        Some(b',' | b'{' | b' ' | b'\t' | b'\n' | b'\r')
+    ) {
+        return None;
+    }
+    let c = skip_ws(line, p + needle.len());
+    (line.get(c) == Some(&b':')).then_some(c + 1)
+}
 
 impl Scanner {
     pub fn new() -> Self {
         Scanner {
-            order: [0, 1, 2, 3, 4, 5, 6, 7, 8],
-            ordered: false,
-            last_device: Vec::new(),
-            last_id: None,
+            order: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            ..Scanner::default()
         }
     }
 
-    /// Finds `key` as a top-level key of `line` at or after `from`, skipping `excl` (the
-    /// AdditionalFields value). Returns the offset just after its colon.
+    /// Finds `slot`'s key as a key of `line` at or after `from`, skipping `excl` (the
+    /// AdditionalFields value, when known). Returns (offset of the key, offset after its colon).
     #[inline]
-    fn find(line: &[u8], key: usize, from: usize, excl: (usize, usize)) -> Option<usize> {
-        let f = &FINDERS[key];
-        let klen = f.needle().len();
+    fn find(line: &[u8], slot: usize, from: usize, excl: (usize, usize)) -> Option<(usize, usize)> {
+        let f = finder(slot);
+        let needle = f.needle();
         let mut at = from;
         while at < line.len() {
             let p = at + f.find(&line[at..])?;
-            let after = p + klen;
             if p >= excl.0 && p < excl.1 {
                 at = excl.1;
                 continue;
             }
-            let c = skip_ws(line, after);
-            if line.get(c) == Some(&b':') {
-                return Some(c + 1);
+            if let Some(v) = key_at(line, p, needle) {
+                return Some((p, v));
             }
-            at = after;
+            at = p + needle.len();
         }
         None
     }
 
-    /// Finds every key, searching in the order seen on the previous line, each search starting
-    /// after the previous key, then (if that misses) from the start of the line.
+    /// Finds every key and reads its value, in the order seen on the previous line: first at
+    /// the remembered distance from the previous value's end, then by a search from there, then
+    /// (out of order) by a search from the start of the line. `excl`, when known, is skipped.
+    ///
+    /// Keys found before `AdditionalFields` is known might lie inside its value; the caller
+    /// checks that and repeats the pass with the extent known.
     #[inline]
-    fn locate(&mut self, line: &[u8], excl: (usize, usize)) -> Positions {
-        let mut pos: Positions = [None; NKEYS];
+    fn locate<'a>(&mut self, line: &'a [u8], excl: (usize, usize)) -> Option<Located<'a>> {
+        let mut out = Located {
+            vals: [None; NKEYS],
+            excl,
+            af: None,
+        };
+        let mut keys_at = [usize::MAX; NSLOTS];
         let mut cursor = 0usize;
         let mut in_order = true;
-        for &k in &self.order {
-            let k = k as usize;
-            if k == Key::TimeGenerated as usize && pos[Key::Timestamp as usize].is_some() {
+        let mut have_ts = false;
+        for i in 0..NSLOTS {
+            let slot = self.order[i] as usize;
+            if slot == Key::TimeGenerated as usize && have_ts {
                 continue;
             }
-            let found = match Self::find(line, k, cursor, excl) {
-                Some(p) => Some(p),
-                None if cursor > 0 => {
-                    in_order = false;
-                    Self::find(line, k, 0, excl)
-                }
-                None => None,
+            let needle = finder(slot).needle();
+            let guess = cursor + self.gap[slot] as usize;
+            let probe = if guess < excl.0 || guess >= excl.1 {
+                key_at(line, guess, needle).map(|v| (guess, v))
+            } else {
+                None
             };
-            if let Some(p) = found {
-                cursor = p;
+            let found = match probe {
+                Some(f) => Some(f),
+                None => match Self::find(line, slot, cursor, out.excl) {
+                    Some(f) => Some(f),
+                    None if cursor > 0 => {
+                        in_order = false;
+                        Self::find(line, slot, 0, out.excl)
+                    }
+                    None => None,
+                },
+            };
+            let Some((k, v)) = found else {
+                continue;
+            };
+            self.gap[slot] = u32::try_from(k.saturating_sub(cursor)).unwrap_or(u32::MAX);
+            keys_at[slot] = k;
+            if k < cursor {
+                in_order = false;
             }
-            pos[k] = found;
+            if slot == AF_SLOT {
+                let v = skip_ws(line, v);
+                let (end, af) = scan_additional_fields(line, v)?;
+                out.excl = (v, end);
+                out.af = Some(af);
+                cursor = end;
+            } else {
+                let (val, end) = match read_value(line, v) {
+                    Some((val, end)) => (Some(val), end),
+                    None => (None, v),
+                };
+                out.vals[slot] = Some((v, val));
+                if slot == Key::Timestamp as usize {
+                    have_ts = true;
+                }
+                cursor = end;
+            }
         }
         if !in_order || !self.ordered {
             // Learn this line's order for the next one.
-            let mut idx: [u8; NKEYS] = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-            idx.sort_by_key(|&k| pos[k as usize].unwrap_or(usize::MAX));
+            let mut idx: [u8; NSLOTS] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+            idx.sort_by_key(|&k| keys_at[k as usize]);
             self.order = idx;
             self.ordered = true;
         }
-        pos
+        Some(out)
     }
 
     /// Parses one flat row line without allocation. `None` means "not handled": hand the line to
@@ -247,20 +358,22 @@ impl Scanner {
         if line.len() < 2 || line[0] != b'{' || line[line.len() - 1] != b'}' {
             return None;
         }
-        // The AdditionalFields value: its extent (so key matches inside it are ignored) and,
-        // for the rows that need it, its contents.
-        let (excl, af) = match AF_FINDER.find(line) {
-            Some(p) => {
-                let c = skip_ws(line, p + AF_FINDER.needle().len());
-                if line.get(c) != Some(&b':') {
-                    return None;
-                }
-                let v = skip_ws(line, c + 1);
-                let (end, af) = scan_additional_fields(line, v)?;
-                ((v, end), Some(af))
+        let mut loc = self.locate(line, (usize::MAX, usize::MAX))?;
+        let excl = loc.excl;
+        if excl.0 != usize::MAX
+            && loc
+                .vals
+                .iter()
+                .flatten()
+                .any(|&(v, _)| v >= excl.0 && v < excl.1)
+        {
+            // A key matched inside the AdditionalFields object before its extent was known:
+            // once more, skipping it.
+            loc = self.locate(line, excl)?;
+            if loc.excl != excl {
+                return None;
             }
-            None => ((usize::MAX, usize::MAX), None),
-        };
+        }
         // No other nested containers: then every key match outside AdditionalFields is the
         // row's own key.
         let body = &line[1..line.len() - 1];
@@ -276,11 +389,11 @@ impl Scanner {
             return None;
         }
 
-        let pos = self.locate(line, excl);
-        let val = |k: Key| pos[k as usize].map(|p| read_value(line, p));
+        let vals = &loc.vals;
+        let val = |k: Key| vals[k as usize].map(|(_, v)| v);
 
         let time = match val(Key::Timestamp).or_else(|| val(Key::TimeGenerated))? {
-            Some(Val::Str(s)) => parse_rfc3339(s).ok()?,
+            Some(Val::Str(s)) => self.time(s)?,
             _ => return None,
         };
         let name = match val(Key::DeviceName)?? {
@@ -323,7 +436,7 @@ impl Scanner {
             packets: None,
         };
         if action.is_inspected() || action.is_aggregated_report() {
-            let af: AfValues = match af {
+            let af: AfValues = match loc.af {
                 Some(af) => af.values(line)?,
                 None => AfValues::default(),
             };
@@ -339,6 +452,28 @@ impl Scanner {
         Some(ev)
     }
 
+    /// [`parse_rfc3339`], reusing the previous timestamp's `YYYY-MM-DDTHH:MM` when this one has
+    /// the same minute and the common `:SS[.fraction]Z` tail; anything else is parsed in full.
+    #[inline]
+    fn time(&mut self, s: &[u8]) -> Option<Nanos> {
+        if let (Some(base), Some(prefix)) = (self.minute_nanos, s.get(..16))
+            && prefix == self.minute
+            && let Some(t) = seconds_tail(&s[16..])
+        {
+            return Some(base + t);
+        }
+        let t = parse_rfc3339(s).ok()?;
+        self.minute_nanos = None;
+        if let Some(prefix) = s.get(..16)
+            && let Ok(base) = parse_rfc3339(&minute_probe(prefix))
+        {
+            self.minute.copy_from_slice(prefix);
+            self.minute_nanos = Some(base);
+        }
+        Some(t)
+    }
+    /// The device id of `name`: the last device, then the few before it, then the aggregator's
+    /// table (which validates and hashes the name).
     #[inline]
     fn device(&mut self, name: &[u8], agg: &mut Aggregator) -> Option<DeviceId> {
         if let Some(id) = self.last_id
@@ -346,12 +481,64 @@ impl Scanner {
         {
             return Some(id);
         }
-        let s = std::str::from_utf8(name).ok()?;
-        let id = agg.device(s);
+        let id = match self.devices.iter().find(|(n, _)| **n == *name) {
+            Some(&(_, id)) => id,
+            None => {
+                let id = agg.device(std::str::from_utf8(name).ok()?);
+                if self.devices.len() >= DEVICE_CACHE {
+                    self.devices.remove(0);
+                }
+                self.devices.push((name.into(), id));
+                id
+            }
+        };
         self.last_device.clear();
         self.last_device.extend_from_slice(name);
         self.last_id = Some(id);
         Some(id)
+    }
+}
+
+/// `prefix` (`YYYY-MM-DDTHH:MM`) completed to a timestamp at second 0 of that minute, UTC.
+fn minute_probe(prefix: &[u8]) -> [u8; 20] {
+    let mut b = *b"0000-00-00T00:00:00Z";
+    b[..16].copy_from_slice(prefix);
+    b
+}
+
+/// The `:SS[.fraction][Z]` tail of a timestamp as nanoseconds into its minute, with the
+/// checks and the fraction rounding of [`parse_rfc3339`]; `None` for any other tail (zone
+/// offsets included), which is then parsed in full.
+#[inline]
+fn seconds_tail(t: &[u8]) -> Option<Nanos> {
+    let [b':', s1, s2, rest @ ..] = t else {
+        return None;
+    };
+    if !s1.is_ascii_digit() || !s2.is_ascii_digit() {
+        return None;
+    }
+    let sec = ((s1 - b'0') * 10 + (s2 - b'0')) as i64;
+    if sec > 60 {
+        return None;
+    }
+    let mut frac = 0u32;
+    let mut rest = rest;
+    if let [b'.', digits @ ..] = rest {
+        let mut scale = 100_000_000u32;
+        let mut n = 0;
+        for &c in digits.iter().take_while(|c| c.is_ascii_digit()) {
+            frac += (c - b'0') as u32 * scale;
+            scale /= 10;
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        rest = &digits[n..];
+    }
+    match rest {
+        [] | [b'Z' | b'z'] => Some(sec * NANOS_PER_SEC + frac as i64),
+        _ => None,
     }
 }
 

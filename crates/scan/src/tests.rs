@@ -254,6 +254,38 @@ fn key_names_inside_strings_are_not_keys() {
     assert_eq!(Ok(Some(ev)), reference_line(line.as_bytes(), &mut agg));
 }
 
+#[test]
+fn a_key_name_after_an_escaped_quote_is_not_that_key() {
+    let mut agg = new_agg();
+    let line = format!(
+        r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"InboundConnectionAccepted","x\"LocalPort":5,"ReportId":1}}"#
+    );
+    let reference = reference_line(line.as_bytes(), &mut agg).expect("valid row");
+    assert_eq!(reference.map(|e| e.local_port), Some(None));
+    if let Some(ev) = Scanner::new().scan_row(line.as_bytes(), &mut agg) {
+        assert_eq!(Some(ev), reference);
+    }
+}
+
+#[test]
+fn keys_inside_an_additional_fields_object_are_skipped_on_a_learned_order() {
+    let mut agg = new_agg();
+    let mut sc = Scanner::new();
+    // The first line teaches the order LocalPort before AdditionalFields; in the second, the
+    // same distance lands on a LocalPort inside the AdditionalFields object.
+    let first = format!(
+        r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"InboundConnectionAccepted","LocalPort":443,"AdditionalFields":null,"ReportId":1}}"#
+    );
+    let second = format!(
+        r#"{{"Timestamp":"{T0}","DeviceName":"a","ActionType":"InboundConnectionAccepted","AdditionalFields":{{"LocalPort":9}},"LocalPort":443,"ReportId":2}}"#
+    );
+    for line in [&first, &second] {
+        let ev = sc.scan_row(line.as_bytes(), &mut agg).expect("handled");
+        assert_eq!(ev.local_port, Some(443), "{line}");
+        assert_eq!(Ok(Some(ev)), reference_line(line.as_bytes(), &mut agg));
+    }
+}
+
 /// Raw JSON snippets for one field, odd ones included.
 fn field() -> impl Strategy<Value = (&'static str, String)> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -393,6 +425,36 @@ fn good_row() -> impl Strategy<Value = String> {
     })
 }
 
+/// A typical row with one of many timestamp spellings, several sharing a minute, so the
+/// scanner's minute cache meets both its fast tail and everything it must hand on.
+fn time_row() -> impl Strategy<Value = String> {
+    let stamps = [
+        "2025-12-22T09:55:01.1234567Z",
+        "2025-12-22T09:55:59Z",
+        "2025-12-22T09:55:60Z",
+        "2025-12-22T09:55:61Z",
+        "2025-12-22T09:55:07z",
+        "2025-12-22T09:55:07",
+        "2025-12-22T09:55:07.Z",
+        "2025-12-22T09:55:07.1234567891234Z",
+        "2025-12-22T09:55:07+01:00",
+        "2025-12-22T09:55:7Z",
+        "2025-12-22T09:55:07.5ZZ",
+        "2025-12-22 09:55:08.25Z",
+        "2025-12-22T09:56:00.0000001Z",
+        "2025-02-30T09:55:01Z",
+        "2024-02-29T23:59:59.999Z",
+        "2025-12-22T09:55",
+    ];
+    (prop::sample::select(stamps.to_vec()), 0u32..3, 0u64..50).prop_map(|(t, d, i)| {
+        typical(i, d, "InboundConnectionAccepted", "null").replacen(
+            &typical(i, d, "InboundConnectionAccepted", "null")[14..42],
+            t,
+            1,
+        )
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -403,6 +465,21 @@ proptest! {
         let fast = Scanner::new().scan_row(line.as_bytes(), &mut agg);
         if let Some(ev) = fast {
             prop_assert_eq!(reference_line(line.as_bytes(), &mut agg), Ok(Some(ev)), "{}", line);
+        }
+    }
+
+    /// One scanner over many lines: what it carries from line to line (key order and
+    /// distances, devices, the timestamp's minute) never changes what it reads.
+    #[test]
+    fn scanner_state_agrees_with_reference(
+        lines in proptest::collection::vec(prop_oneof![row(), good_row(), time_row()], 1..40)
+    ) {
+        let mut agg = new_agg();
+        let mut sc = Scanner::new();
+        for line in &lines {
+            if let Some(ev) = sc.scan_row(line.as_bytes(), &mut agg) {
+                prop_assert_eq!(reference_line(line.as_bytes(), &mut agg), Ok(Some(ev)), "{}", line);
+            }
         }
     }
 
