@@ -243,36 +243,65 @@ struct Deduper {
     width: BinWidth,
     sets: BTreeMap<i64, FxHashSet<u64>>,
     newest: Nanos,
+    /// The bin of `newest - horizon`: sets of older bins are dropped.
+    floor: i64,
+    /// Times below this (minus the horizon) are still in `floor`'s bin, so the floor only
+    /// needs a division once per bin of event time, not per event.
+    floor_end: Nanos,
 }
 
 impl Deduper {
     fn new(horizon: Nanos, width: BinWidth) -> Self {
+        let floor = width.index(Nanos::MIN);
         Deduper {
             horizon,
             width,
             sets: BTreeMap::new(),
             newest: Nanos::MIN,
+            floor,
+            floor_end: bin_end(width, floor),
         }
     }
 
-    /// True if the key was not seen before (within the horizon).
+    /// True if the key was not seen before (within the horizon). `bin` is `ts`'s bin.
     #[inline]
-    fn first_sight(&mut self, ts: Nanos, key: u64) -> bool {
+    fn first_sight(&mut self, ts: Nanos, bin: i64, key: u64) -> bool {
         if self.horizon <= 0 {
             return true;
         }
-        let bin = self.width.index(ts);
         if ts > self.newest {
-            let old_floor = self.width.index(self.newest.saturating_sub(self.horizon));
             self.newest = ts;
-            let floor = self.width.index(ts.saturating_sub(self.horizon));
-            if floor > old_floor {
-                // Keep this event's own bin even if it is older than the floor.
-                self.sets = self.sets.split_off(&floor.min(bin));
+            let t = ts.saturating_sub(self.horizon);
+            if t >= self.floor_end {
+                let floor = self.width.index(t);
+                if floor > self.floor {
+                    // Keep this event's own bin even if it is older than the floor.
+                    self.sets = self.sets.split_off(&floor.min(bin));
+                }
+                self.floor = floor;
+                self.floor_end = bin_end(self.width, floor);
             }
         }
-        self.sets.entry(bin).or_default().insert(key)
+        if let Some(set) = self.sets.get_mut(&bin) {
+            return set.insert(key);
+        }
+        // A new bin: sized like the largest bin still kept, so the set does not regrow
+        // (and rehash) a dozen times while the bin fills.
+        let hint = self.sets.values().map(|s| s.len()).max().unwrap_or(0);
+        let mut set = FxHashSet::with_capacity_and_hasher(hint, Default::default());
+        set.insert(key);
+        self.sets.insert(bin, set);
+        true
     }
+}
+
+/// Start of the bin after `index`, or `Nanos::MIN` (so callers always recompute) when it does
+/// not fit.
+fn bin_end(width: BinWidth, index: i64) -> Nanos {
+    index
+        .checked_add(1)
+        .and_then(|i| i.checked_mul(width.nanos()))
+        .unwrap_or(Nanos::MIN)
 }
 
 /// Folds events into per-device bins. One per parsing thread; see [`Aggregates::merge`].
@@ -285,6 +314,11 @@ pub struct Aggregator {
     bins: FxHashMap<BinKey, BinAgg>,
     dedup: Deduper,
     stats: IngestStats,
+    /// The last bin an event fell in, as (start, end, index): rows come in time order, and
+    /// finding the bin is a 64-bit division otherwise.
+    last_bin: (Nanos, Nanos, i64),
+    /// The width `last_bin` was computed with (`width` is public).
+    last_width: BinWidth,
 }
 
 /// Counters about what went into an [`Aggregates`].
@@ -335,6 +369,8 @@ impl Aggregator {
             bins: FxHashMap::default(),
             dedup: Deduper::new(Self::DEFAULT_DEDUP_HORIZON, width),
             stats: IngestStats::default(),
+            last_bin: (1, 0, 0),
+            last_width: width,
         }
     }
 
@@ -361,13 +397,31 @@ impl Aggregator {
         }
     }
 
+    /// `self.width.index(ts)`, without the division while events stay in the same bin.
+    #[inline]
+    fn bin_index(&mut self, ts: Nanos) -> i64 {
+        let (start, end, index) = self.last_bin;
+        if ts >= start && ts < end && self.last_width == self.width {
+            return index;
+        }
+        self.last_width = self.width;
+        let index = self.width.index(ts);
+        let start = index.checked_mul(self.width.nanos());
+        self.last_bin = match (start, bin_end(self.width, index)) {
+            (Some(start), end) if end > start => (start, end, index),
+            _ => (1, 0, 0),
+        };
+        index
+    }
+
     #[inline]
     pub fn add(&mut self, ev: &Event) {
         let key = combine(
             combine(self.devices.name_hash(ev.device), ev.ts as u64),
             mix64(ev.report_id as u64),
         );
-        if !self.dedup.first_sight(ev.ts, key) {
+        let bin_index = self.bin_index(ev.ts);
+        if !self.dedup.first_sight(ev.ts, bin_index, key) {
             self.stats.duplicates += 1;
             return;
         }
@@ -379,7 +433,7 @@ impl Aggregator {
         let verdict = self.classify.classify(ev);
         let bk = BinKey {
             device: ev.device,
-            bin: self.width.index(ev.ts),
+            bin: bin_index,
         };
         let bin = self.bins.entry(bk).or_default();
         let w = ev.weight.max(1);
@@ -634,6 +688,21 @@ mod tests {
             a.merge(aggregate(&items[..cut]));
             prop_assert_eq!(a.stats, whole.stats);
             prop_assert_eq!(a.by_name(), whole.by_name());
+        }
+
+        #[test]
+        fn cached_bin_index_is_the_division(
+            times in proptest::collection::vec(prop_oneof![
+                -1_000_000_000_000i64..4_000_000_000_000,
+                Just(Nanos::MIN), Just(Nanos::MAX), Just(Nanos::MAX - 1), Just(-1i64), Just(0i64),
+            ], 1..200),
+            secs in prop::sample::select(vec![1i64, 60, 300, 3600, 86_400]),
+        ) {
+            let width = BinWidth::from_secs(secs).unwrap();
+            let mut agg = Aggregator::new(width, ClassifyConfig::default());
+            for t in times {
+                prop_assert_eq!(agg.bin_index(t), width.index(t), "{}", t);
+            }
         }
 
         #[test]

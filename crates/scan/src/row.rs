@@ -83,7 +83,7 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
     match *b.get(i)? {
         b'"' => {
             let rest = b.get(i + 1..)?;
-            let end = memchr::memchr2(b'"', b'\\', rest)?;
+            let end = quote_or_backslash(rest)?;
             (rest[end] == b'"').then(|| (Val::Str(&rest[..end]), i + end + 2))
         }
         b'{' | b'[' => None,
@@ -103,6 +103,37 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
             }
         }
     }
+}
+
+/// Offset of the first `"` or `\\` in `s`. The values read are short (10 to 40 bytes), where
+/// testing 8 bytes at a time in a register beats the set-up of a vector search; longer values
+/// go to `memchr2` after the first 32 bytes.
+#[inline]
+fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while i + 8 <= s.len() && i < 32 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[i..i + 8]);
+        let w = u64::from_le_bytes(w);
+        // A zero byte of `w ^ pattern` marks a match; the lowest flagged byte is always a real
+        // one (borrows only flag bytes above a true zero).
+        let q = w ^ (ONES * b'"' as u64);
+        let bs = w ^ (ONES * b'\\' as u64);
+        let m = (q.wrapping_sub(ONES) & !q & HIGH) | (bs.wrapping_sub(ONES) & !bs & HIGH);
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    if i < 32 {
+        return s[i..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\')
+            .map(|p| i + p);
+    }
+    memchr::memchr2(b'"', b'\\', &s[i..]).map(|p| i + p)
 }
 
 /// Decimal digits only, into u64; `None` for anything else or overflow.
@@ -162,7 +193,8 @@ fn port(v: Option<Option<Val<'_>>>) -> Option<Option<u16>> {
 /// - the order of the keys (keys usually come in the same order line after line) and, per key,
 ///   the distance from the end of the value located before it to the key itself (mostly
 ///   constant, so a 12-byte comparison usually replaces a search);
-/// - the last device names with their ids (interning hashes and validates the name);
+/// - the last device names with their ids (interning hashes and validates the name), and the
+///   action types seen;
 /// - the minute prefix of the last timestamp with its time (rows come in time order).
 #[derive(Clone, Debug, Default)]
 pub struct Scanner {
@@ -174,6 +206,7 @@ pub struct Scanner {
     last_device: Vec<u8>,
     last_id: Option<DeviceId>,
     devices: Vec<(Box<[u8]>, DeviceId)>,
+    actions: Vec<(Box<[u8]>, ActionType)>,
     /// `YYYY-MM-DDTHH:MM` of the last timestamp parsed in full, and its time at second 0.
     minute: [u8; 16],
     minute_nanos: Option<Nanos>,
@@ -182,6 +215,9 @@ pub struct Scanner {
 /// The nine keys plus `AdditionalFields`, located in one ordered pass.
 const NSLOTS: usize = NKEYS + 1;
 const AF_SLOT: usize = NKEYS;
+
+/// Action type spellings remembered (Defender has about twenty).
+const ACTION_CACHE: usize = 24;
 
 /// Devices remembered by name beyond the last one (rows interleave a few busy devices).
 const DEVICE_CACHE: usize = 16;
@@ -207,10 +243,11 @@ fn finder(slot: usize) -> &'static Finder<'static> {
     }
 }
 
-/// `a == b` for two slices of the same length, by 8-byte words: the key names are 10 to 18
-/// bytes, where a call into `memcmp` costs more than the comparison.
+/// `a == b`, by 8-byte words: the keys, action types and device names compared here are 10 to
+/// 40 bytes, where a call into `memcmp` costs more than the comparison.
 #[inline(always)]
 fn same(a: &[u8], b: &[u8]) -> bool {
+    #[inline(always)]
     fn word(s: &[u8], at: usize) -> u64 {
         let mut w = [0u8; 8];
         w.copy_from_slice(&s[at..at + 8]);
@@ -220,12 +257,55 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if !(8..=24).contains(&n) {
-        return a == b;
+    if n < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
     }
-    word(a, 0) == word(b, 0)
-        && word(a, n - 8) == word(b, n - 8)
-        && (n <= 16 || word(a, 8) == word(b, 8))
+    let mut i = 0;
+    while i + 8 < n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
+}
+
+/// The full eight-group IPv6 form (`2001:db8:0:0:0:0:0:5`, 1 to 4 hex digits per group), which
+/// the standard parser reads slowly; every other spelling is left to [`Ip::parse`], which
+/// gives the same address for this one.
+#[inline]
+fn parse_v6_full(s: &[u8]) -> Option<Ip> {
+    let mut v = 0u128;
+    let mut groups = 0;
+    let mut i = 0;
+    while i < s.len() {
+        let mut g = 0u128;
+        let start = i;
+        while let Some(&c) = s.get(i) {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => break,
+            };
+            if i - start == 4 {
+                return None;
+            }
+            g = g * 16 + d as u128;
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        v = (v << 16) | g;
+        groups += 1;
+        match s.get(i) {
+            None => break,
+            Some(b':') if groups < 8 && i + 1 < s.len() => i += 1,
+            _ => return None,
+        }
+    }
+    (groups == 8).then_some(Ip(v))
 }
 
 /// If the key `needle` starts at `p` and is followed by a colon, the offset just after the
@@ -401,12 +481,14 @@ impl Scanner {
             _ => return None,
         };
         let action = match val(Key::ActionType)?? {
-            Val::Str(s) if !s.is_empty() => ActionType::parse(s),
+            Val::Str(s) if !s.is_empty() => self.action(s),
             _ => return None,
         };
         let remote_ip = match val(Key::RemoteIp) {
             None | Some(Some(Val::Null)) => None,
-            Some(Some(Val::Str(s))) if !s.is_empty() => Some(Ip::parse(s)?),
+            Some(Some(Val::Str(s))) if !s.is_empty() => {
+                Some(parse_v6_full(s).map_or_else(|| Ip::parse(s), Some)?)
+            }
             _ => return None,
         };
         let remote_port = port(val(Key::RemotePort))?;
@@ -472,16 +554,30 @@ impl Scanner {
         }
         Some(t)
     }
+    /// [`ActionType::parse`] (a chain of comparisons), remembered for the few spellings seen.
+    #[inline]
+    fn action(&mut self, s: &[u8]) -> ActionType {
+        if let Some(&(_, a)) = self.actions.iter().find(|(n, _)| same(n, s)) {
+            return a;
+        }
+        let a = ActionType::parse(s);
+        if self.actions.len() >= ACTION_CACHE {
+            self.actions.remove(0);
+        }
+        self.actions.push((s.into(), a));
+        a
+    }
+
     /// The device id of `name`: the last device, then the few before it, then the aggregator's
     /// table (which validates and hashes the name).
     #[inline]
     fn device(&mut self, name: &[u8], agg: &mut Aggregator) -> Option<DeviceId> {
         if let Some(id) = self.last_id
-            && self.last_device == name
+            && same(&self.last_device, name)
         {
             return Some(id);
         }
-        let id = match self.devices.iter().find(|(n, _)| **n == *name) {
+        let id = match self.devices.iter().find(|(n, _)| same(n, name)) {
             Some(&(_, id)) => id,
             None => {
                 let id = agg.device(std::str::from_utf8(name).ok()?);
@@ -568,4 +664,90 @@ pub(crate) fn trim(mut b: &[u8]) -> &[u8] {
 /// [`Scanner`] so it can reuse the key order and device cache.
 pub fn scan_row(line: &[u8], agg: &mut Aggregator) -> Option<Event> {
     Scanner::new().scan_row(line, agg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn quote_or_backslash_finds_the_first(
+            s in proptest::collection::vec(prop_oneof![Just(b'"'), Just(b'\\'), Just(b'a'), Just(0u8), Just(0xffu8), any::<u8>()], 0..80),
+            skew in 0usize..60,
+        ) {
+            // Mostly filler, so matches land at every offset.
+            let s: Vec<u8> = s.iter().enumerate().map(|(i, &c)| if i < skew && c != 0 { b'x' } else { c }).collect();
+            let naive = s.iter().position(|&c| c == b'"' || c == b'\\');
+            prop_assert_eq!(quote_or_backslash(&s), naive);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn v6_fast_path_agrees_with_the_standard_parser(
+            groups in proptest::collection::vec(0u32..0x1_0000, 6..10),
+            widths in proptest::collection::vec(0usize..6, 10),
+            sep in prop::sample::select(vec![":", "::", ".", ""]),
+            upper in any::<bool>(),
+        ) {
+            let text: Vec<String> = groups.iter().zip(&widths).map(|(g, &w)| {
+                let h = if upper { format!("{g:X}") } else { format!("{g:x}") };
+                // Pad to the drawn width (5 or more digits is invalid), or keep as is.
+                if w > h.len() { format!("{h:0>w$}") } else { h }
+            }).collect();
+            let s = text.join(sep);
+            let reference = Ip::parse(s.as_bytes());
+            if let Some(ip) = parse_v6_full(s.as_bytes()) {
+                prop_assert_eq!(Some(ip), reference, "{}", s);
+            } else {
+                prop_assert!(groups.len() != 8 || sep != ":" || widths.iter().take(8).any(|&w| w > 4), "{}", s);
+            }
+        }
+    }
+
+    #[test]
+    fn same_is_equality() {
+        let words: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"web01.contoso.com",
+            b"web02.contoso.com",
+            b"InboundConnectionAccepted",
+            b"InboundConnectionAcceptes",
+            b"12345678",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn seconds_tail_matches_the_full_parser() {
+        let base = parse_rfc3339(b"2025-12-22T09:55:00Z").expect("valid");
+        for tail in [
+            ":01Z",
+            ":59.9999999Z",
+            ":60Z",
+            ":61Z",
+            ":07z",
+            ":07",
+            ":07.Z",
+            ":07.1234567891234Z",
+            ":07+01:00",
+            ":7Z",
+            ":07.5ZZ",
+            ":0aZ",
+        ] {
+            let full = parse_rfc3339(format!("2025-12-22T09:55{tail}").as_bytes()).ok();
+            match seconds_tail(tail.as_bytes()) {
+                Some(t) => assert_eq!(Some(base + t), full, "{tail}"),
+                // The tail is handed to the full parser; only the offset form parses there.
+                None => assert!(full.is_none() || tail.contains('+'), "{tail}"),
+            }
+        }
+    }
 }
