@@ -225,19 +225,27 @@ impl TopSources {
         }
     }
 
+    /// One pass over the counters finds both the source and the counter to replace (the
+    /// smallest count, the smallest source among equal counts): a flood of new sources calls
+    /// this once per connection.
     #[inline]
     pub fn insert(&mut self, ip: Ip, weight: u64) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == ip) {
-            e.1 += weight;
-            return;
+        let mut min: Option<(u64, Ip, usize)> = None;
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            if e.0 == ip {
+                e.1 += weight;
+                return;
+            }
+            if min.is_none_or(|(c, m, _)| (e.1, e.0) < (c, m)) {
+                min = Some((e.1, e.0, i));
+            }
         }
         if self.entries.len() < self.m as usize {
             self.entries.push((ip, weight, 0));
             return;
         }
-        if let Some(min) = self.entries.iter_mut().min_by_key(|e| (e.1, e.0)) {
-            let floor = min.1;
-            *min = (ip, floor + weight, floor);
+        if let Some((floor, _, i)) = min {
+            self.entries[i] = (ip, floor + weight, floor);
         }
     }
 
@@ -357,6 +365,30 @@ mod tests {
             }
             prop_assert_eq!(&merged, &whole);
             prop_assert_eq!(merged.distinct(), whole.distinct());
+        }
+
+        /// The one-pass insert against the Space-Saving update written plainly: the same
+        /// counters, errors and replacement choice on ties.
+        #[test]
+        fn top_sources_insert_matches_the_plain_update(
+            items in proptest::collection::vec((0u8..40, 1u64..4), 0..400),
+            m in 1u32..12,
+        ) {
+            let ip = |b: u8| Ip::v4([198, 51, 100, b]);
+            let mut fast = TopSources::new(m);
+            let mut plain: Vec<(Ip, u64, u64)> = Vec::new();
+            for &(b, w) in &items {
+                fast.insert(ip(b), w);
+                if let Some(e) = plain.iter_mut().find(|e| e.0 == ip(b)) {
+                    e.1 += w;
+                } else if plain.len() < m as usize {
+                    plain.push((ip(b), w, 0));
+                } else if let Some(min) = plain.iter_mut().min_by_key(|e| (e.1, e.0)) {
+                    let floor = min.1;
+                    *min = (ip(b), floor + w, floor);
+                }
+                prop_assert_eq!(&fast.entries, &plain);
+            }
         }
 
         #[test]
