@@ -487,7 +487,13 @@ impl Scanner {
         let remote_ip = match val(Key::RemoteIp) {
             None | Some(Some(Val::Null)) => None,
             Some(Some(Val::Str(s))) if !s.is_empty() => {
-                Some(parse_v6_full(s).map_or_else(|| Ip::parse(s), Some)?)
+                // Dotted quads are at most 15 bytes; the eight-group form is at least 15.
+                let v6 = if s.len() >= 15 {
+                    parse_v6_full(s)
+                } else {
+                    None
+                };
+                Some(v6.map_or_else(|| Ip::parse(s), Some)?)
             }
             _ => return None,
         };
