@@ -2,10 +2,11 @@
 //!
 //! A full JSON parse per record cannot reach the gigabytes per second a week of exported
 //! telemetry needs, and detection reads only nine of the table's forty-odd columns. So:
-//! - [`Scanner`] finds those columns in a line with `memmem`, reads their bytes in place and
-//!   builds an [`floodwatch_core::Event`] without allocating; anything unusual (escapes, nested
-//!   objects, envelopes, odd types, missing keys) is handed to the caller's full parser, the
-//!   [`Fallback`], so results are those of the full parser on every line.
+//! - [`Scanner`] finds those columns in a line (probing where the previous line had them, then
+//!   with `memmem`), reads their bytes in place and builds an [`floodwatch_core::Event`]
+//!   without allocating; anything unusual (escapes, nested objects, envelopes, odd types,
+//!   missing keys) is handed to the caller's full parser, the [`Fallback`], so results are
+//!   those of the full parser on every line.
 //! - [`aggregate_lines`] splits a buffer of lines into one part per [`Worker`] and runs them on
 //!   scoped threads; each worker folds into its own `Aggregator`, and the finished aggregates
 //!   merge (`Aggregates::merge`) into the same result as one thread would produce.

@@ -1,14 +1,17 @@
 //! The byte-level scanner for one flat `DeviceNetworkEvents` row.
 //!
-//! It finds the handful of top-level keys detection needs with `memmem`, reads their values in
-//! place and never allocates. Anything it is not certain about returns `None`, and the caller
-//! hands the line to the full parser: the scanner is an accelerator, never a second opinion.
+//! It finds the handful of top-level keys detection needs (first by probing where the previous
+//! line had them, then with `memmem`), reads their values in place and never allocates.
+//! Anything it is not certain about returns `None`, and the caller hands the line to the full
+//! parser: the scanner is an accelerator, never a second opinion.
 //!
 //! Why a key match is a top-level key: a pattern like `"LocalPort"` followed by `:` cannot occur
 //! inside a JSON string (the quote after `LocalPort` would have to be escaped), so every match is
 //! a key of *some* object. The scanner accepts a line only if it has no nested container outside
 //! the `AdditionalFields` value (checked with one `memchr2` for `{`/`[`), and it ignores matches
-//! inside that value, so every match it uses is a key of the row itself.
+//! inside that value, so every match it uses is a key of the row itself. A probe is held to the
+//! same test as a search hit (`"Key"`, preceded by `,`/`{`/space, followed by `:`, outside
+//! `AdditionalFields`), so a wrong guess costs a search, never a wrong value.
 
 use floodwatch_core::time::{NANOS_PER_SEC, Nanos, parse_rfc3339};
 use floodwatch_core::{ActionType, Aggregator, DeviceId, Direction, Event, Ip, Protocol};
