@@ -402,7 +402,8 @@ fn build_alert(
         time_generated: time,
         device_name: device.to_owned(),
         request_count,
-        unique_source_ips: unique,
+        // An estimate above the sketch's exact range can exceed the connections it came from.
+        unique_source_ips: unique.min(request_count),
         total_bytes: bytes,
         attack_confidence: confidence,
         rule: RuleName::Floodwatch,
