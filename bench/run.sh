@@ -26,7 +26,10 @@ say() { printf '%s\n' "$*" >&2; }
 
 if [ ! -x /usr/bin/time ]; then
   say "installing GNU time (for peak RSS)"
-  (apt-get install -y time >/dev/null 2>&1 || sudo apt-get install -y time >/dev/null 2>&1) || {
+  # A fresh machine may have no package lists yet: update once if the first try fails.
+  (apt-get install -y time >/dev/null 2>&1 \
+    || { apt-get update >/dev/null 2>&1 && apt-get install -y time >/dev/null 2>&1; } \
+    || sudo apt-get install -y time >/dev/null 2>&1) || {
     say "need /usr/bin/time (apt-get install time)"; exit 1; }
 fi
 
