@@ -225,24 +225,25 @@ impl TopSources {
         }
     }
 
-    /// One pass over the counters finds both the source and the counter to replace (the
+    /// A source already counted (the common case for heavy hitters) is found by address alone;
+    /// only a new source on a full summary pays for finding the counter to replace (the
     /// smallest count, the smallest source among equal counts): a flood of new sources calls
     /// this once per connection.
     #[inline]
     pub fn insert(&mut self, ip: Ip, weight: u64) {
-        let mut min: Option<(u64, Ip, usize)> = None;
-        for (i, e) in self.entries.iter_mut().enumerate() {
-            if e.0 == ip {
-                e.1 += weight;
-                return;
-            }
-            if min.is_none_or(|(c, m, _)| (e.1, e.0) < (c, m)) {
-                min = Some((e.1, e.0, i));
-            }
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == ip) {
+            e.1 += weight;
+            return;
         }
         if self.entries.len() < self.m as usize {
             self.entries.push((ip, weight, 0));
             return;
+        }
+        let mut min: Option<(u64, Ip, usize)> = None;
+        for (i, e) in self.entries.iter().enumerate() {
+            if min.is_none_or(|(c, m, _)| e.1 < c || (e.1 == c && e.0 < m)) {
+                min = Some((e.1, e.0, i));
+            }
         }
         if let Some((floor, _, i)) = min {
             self.entries[i] = (ip, floor + weight, floor);
@@ -367,7 +368,7 @@ mod tests {
             prop_assert_eq!(merged.distinct(), whole.distinct());
         }
 
-        /// The one-pass insert against the Space-Saving update written plainly: the same
+        /// The insert against the Space-Saving update written plainly: the same
         /// counters, errors and replacement choice on ties.
         #[test]
         fn top_sources_insert_matches_the_plain_update(
