@@ -273,6 +273,44 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     word(a, n - 8) == word(b, n - 8)
 }
 
+/// A dotted quad in its canonical spelling (1 to 3 digits a part, no leading zero, each at most
+/// 255), read part by part without the general parser's per-byte state machine. Anything else
+/// (leading zeros, IPv6, stray bytes) returns `None` and is left to [`Ip::parse`], which gives
+/// the same address for every string accepted here.
+#[inline]
+fn parse_v4_canonical(s: &[u8]) -> Option<Ip> {
+    let digit = |j: usize| s.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
+    let mut out = [0u8; 4];
+    let mut i = 0usize;
+    for (k, o) in out.iter_mut().enumerate() {
+        let a = digit(i)?;
+        let mut v = a as u32;
+        i += 1;
+        if let Some(b) = digit(i) {
+            if a == 0 {
+                return None;
+            }
+            v = v * 10 + b as u32;
+            i += 1;
+            if let Some(c) = digit(i) {
+                v = v * 10 + c as u32;
+                i += 1;
+                if v > 255 {
+                    return None;
+                }
+            }
+        }
+        *o = v as u8;
+        if k < 3 {
+            if s.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    (i == s.len()).then_some(Ip::v4(out))
+}
+
 /// The full eight-group IPv6 form (`2001:db8:0:0:0:0:0:5`, 1 to 4 hex digits per group), which
 /// the standard parser reads slowly; every other spelling is left to [`Ip::parse`], which
 /// gives the same address for this one.
@@ -491,12 +529,12 @@ impl Scanner {
             None | Some(Some(Val::Null)) => None,
             Some(Some(Val::Str(s))) if !s.is_empty() => {
                 // Dotted quads are at most 15 bytes; the eight-group form is at least 15.
-                let v6 = if s.len() >= 15 {
-                    parse_v6_full(s)
+                let fast = if s.len() >= 15 {
+                    parse_v6_full(s).or_else(|| parse_v4_canonical(s))
                 } else {
-                    None
+                    parse_v4_canonical(s)
                 };
-                Some(v6.map_or_else(|| Ip::parse(s), Some)?)
+                Some(fast.map_or_else(|| Ip::parse(s), Some)?)
             }
             _ => return None,
         };
@@ -713,6 +751,47 @@ mod tests {
             } else {
                 prop_assert!(groups.len() != 8 || sep != ":" || widths.iter().take(8).any(|&w| w > 4), "{}", s);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn v4_fast_path_agrees_with_the_standard_parser(
+            parts in proptest::collection::vec(0u32..1000, 3..6),
+            zeros in proptest::collection::vec(0usize..3, 6),
+            sep in prop::sample::select(vec![".", "..", ":", ""]),
+            tail in prop::sample::select(vec!["", "x", " ", "."]),
+        ) {
+            let text: Vec<String> = parts.iter().zip(&zeros).map(|(p, &z)| {
+                format!("{}{p}", "0".repeat(z))
+            }).collect();
+            let s = text.join(sep) + tail;
+            let reference = Ip::parse(s.as_bytes());
+            match parse_v4_canonical(s.as_bytes()) {
+                Some(ip) => prop_assert_eq!(Some(ip), reference, "{}", s),
+                // Declined: only strings the standard parser also rejects as IPv4.
+                None => prop_assert!(reference.is_none_or(|ip| ip.to_string() != s), "{}", s),
+            }
+        }
+    }
+
+    #[test]
+    fn v4_fast_path_examples() {
+        let cases: [(&str, Option<[u8; 4]>); 11] = [
+            ("0.0.0.0", Some([0, 0, 0, 0])),
+            ("255.255.255.255", Some([255, 255, 255, 255])),
+            ("176.56.19.170", Some([176, 56, 19, 170])),
+            ("10.0.0.1", Some([10, 0, 0, 1])),
+            ("256.1.1.1", None),
+            ("01.2.3.4", None),
+            ("1.2.3", None),
+            ("1.2.3.4.5", None),
+            ("1.2.3.4 ", None),
+            ("1..3.4", None),
+            ("1234.1.1.1", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_v4_canonical(s.as_bytes()), want.map(Ip::v4), "{s}");
         }
     }
 
