@@ -131,9 +131,24 @@ impl SourceSketch {
     /// The k smallest hashes with their counts, ascending by hash.
     pub fn canonical(&self) -> Vec<(u64, u32)> {
         let mut v: Vec<(u64, u32)> = self.entries.iter().map(|(&h, &c)| (h, c)).collect();
+        let k = self.k as usize;
+        if v.len() > k {
+            // Up to 2k entries between compactions: sorting only the k kept is cheaper.
+            v.select_nth_unstable_by_key(k - 1, |e| e.0);
+            v.truncate(k);
+        }
         v.sort_unstable_by_key(|e| e.0);
-        v.truncate(self.k as usize);
         v
+    }
+
+    /// The canonical sample with what is needed to answer questions about it, for callers that
+    /// ask several (each question of the sketch itself sorts its entries again).
+    pub fn sample(&self) -> Sample {
+        Sample {
+            k: self.k,
+            saturated: self.is_saturated(),
+            entries: self.canonical(),
+        }
     }
 
     /// Distinct sources: exact when not saturated, else the KMV estimate `(k-1) / (h_k / 2^64)`.
@@ -141,10 +156,7 @@ impl SourceSketch {
         if !self.is_saturated() {
             return self.entries.len() as f64;
         }
-        let canon = self.canonical();
-        let kth = canon.last().map(|e| e.0).unwrap_or(u64::MAX);
-        let frac = (kth as f64 + 1.0) / 18_446_744_073_709_551_616.0;
-        (self.k as f64 - 1.0) / frac
+        self.sample().distinct()
     }
 
     /// [`Self::distinct`] rounded to a whole number, as `dcount` reports it.
@@ -195,6 +207,41 @@ impl SourceSketch {
     /// Sum of the counts of the canonical sample.
     pub fn sampled_weight(&self) -> u64 {
         self.canonical().iter().map(|e| e.1 as u64).sum()
+    }
+}
+
+/// A sketch's canonical sample (see [`SourceSketch::canonical`]) taken once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    k: u32,
+    saturated: bool,
+    entries: Vec<(u64, u32)>,
+}
+
+impl Sample {
+    /// The k smallest hashes with their counts, ascending by hash.
+    pub fn entries(&self) -> &[(u64, u32)] {
+        &self.entries
+    }
+
+    /// True when the sketch saw more than `k` distinct sources: counts are estimates.
+    pub fn is_saturated(&self) -> bool {
+        self.saturated
+    }
+
+    /// Same as [`SourceSketch::distinct`] of the sketch it was taken from.
+    pub fn distinct(&self) -> f64 {
+        if !self.saturated {
+            return self.entries.len() as f64;
+        }
+        let kth = self.entries.last().map(|e| e.0).unwrap_or(u64::MAX);
+        let frac = (kth as f64 + 1.0) / 18_446_744_073_709_551_616.0;
+        (self.k as f64 - 1.0) / frac
+    }
+
+    /// [`Self::distinct`] rounded to a whole number.
+    pub fn distinct_u64(&self) -> u64 {
+        self.distinct().round() as u64
     }
 }
 
@@ -330,6 +377,40 @@ mod tests {
             let rel = (s.distinct() - n as f64).abs() / n as f64;
             // 1/sqrt(1022) is about 3.1 %; 4 standard errors.
             assert!(rel < 0.125, "n={n} estimate={} rel={rel}", s.distinct());
+        }
+    }
+
+    #[test]
+    fn sample_answers_like_the_sketch() {
+        for (k, n) in [
+            (8u32, 5u64),
+            (8, 8),
+            (8, 9),
+            (64, 100),
+            (64, 127),
+            (64, 128),
+            (1024, 3000),
+        ] {
+            let items: Vec<(u64, u32)> = (0..n).map(|i| (i, (i % 3) as u32 + 1)).collect();
+            let s = sketch_of(k, &items);
+            let sample = s.sample();
+            assert_eq!(sample.entries(), s.canonical().as_slice());
+            assert_eq!(sample.is_saturated(), s.is_saturated());
+            let mut plain: Vec<(u64, u32)> = s.entries.iter().map(|(&h, &c)| (h, c)).collect();
+            plain.sort_unstable();
+            plain.truncate(k as usize);
+            assert_eq!(s.canonical(), plain);
+            let expected = if n <= k as u64 {
+                n as f64
+            } else {
+                let kth = plain[k as usize - 1].0 as f64 + 1.0;
+                (k as f64 - 1.0) / (kth / 18_446_744_073_709_551_616.0)
+            };
+            assert_eq!(sample.distinct(), expected, "k={k} n={n}");
+            assert_eq!(s.distinct(), expected);
+            assert_eq!(sample.distinct_u64(), s.distinct_u64());
+            assert!(sample.entries().len() <= k as usize);
+            assert!(sample.entries().windows(2).all(|w| w[0].0 < w[1].0));
         }
     }
 

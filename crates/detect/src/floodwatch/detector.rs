@@ -144,7 +144,7 @@ impl Detector {
                 )
             });
             let unsuppressed = alert.as_ref().is_some_and(|al| !al.suppressed);
-            state.commit(&a, agg, alert.is_some(), unsuppressed, cfg, per_day);
+            state.commit(&a, alert.is_some(), unsuppressed, cfg, per_day);
             if let Some(alert) = alert {
                 out.push(Scored {
                     alert,

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use floodwatch_core::sketch::Sample;
 use floodwatch_core::{BinAgg, Class, SourceSketch};
 
 use super::baseline::{Baseline, BaselineKind, BinRecord, History, INBOUND, SOURCES};
@@ -153,6 +154,9 @@ pub struct Assessment {
     /// Clean bins of history.
     pub history_bins: usize,
     pub inbound: u64,
+    /// The bin's sample of all inbound sources, taken once for novelty and again for
+    /// [`DeviceState::commit`].
+    all_sources: Sample,
 }
 
 impl Assessment {
@@ -179,14 +183,18 @@ pub struct DeviceState {
 }
 
 /// Per-source rate uniformity: bots send alike, people do not.
-fn rate_cv(sample: &SourceSketch) -> Option<f64> {
-    let counts: Vec<f64> = sample.canonical().iter().map(|e| e.1 as f64).collect();
+fn rate_cv(sample: &Sample) -> Option<f64> {
+    let counts = sample.entries();
     if counts.len() < 10 {
         return None;
     }
     let n = counts.len() as f64;
-    let mean = counts.iter().sum::<f64>() / n;
-    let var = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let mean = counts.iter().map(|e| e.1 as f64).sum::<f64>() / n;
+    let var = counts
+        .iter()
+        .map(|e| (e.1 as f64 - mean).powi(2))
+        .sum::<f64>()
+        / (n - 1.0);
     (mean > 0.0).then(|| var.sqrt() / mean)
 }
 
@@ -231,7 +239,8 @@ impl DeviceState {
     ) -> Assessment {
         let baseline = self.history.baseline(bin, per_day, cfg);
         let cold = baseline.kind == BaselineKind::Cold;
-        let sources = agg.sources.distinct();
+        let all_sources = agg.sources.sample();
+        let sources = all_sources.distinct();
         let prefix_spread = if sources > 0.0 {
             (agg.prefixes.distinct() / sources).min(1.0)
         } else {
@@ -248,9 +257,9 @@ impl DeviceState {
             .iter()
             .map(|&g| {
                 let observed = g.count(agg) as f64;
-                let sketch = g.sketch(agg);
-                let novelty = self.sources.novelty(&sketch);
-                let group_sources = sketch.distinct_u64();
+                let sample = g.sketch(agg).sample();
+                let novelty = self.sources.novelty_of(&sample);
+                let group_sources = sample.distinct_u64();
                 let conn_new = novelty.conn_share().unwrap_or(0.0);
                 let m = baseline.metric[g as usize];
                 let expected = if cold { 0.0 } else { m.median };
@@ -280,7 +289,7 @@ impl DeviceState {
                         .max(expected + cfg.z_threshold * spread)
                         .max(expected + cfg.min_excess)
                 };
-                let rate_cv = rate_cv(&sketch);
+                let rate_cv = rate_cv(&sample);
                 let mut cusum = self.cusum[g as usize];
                 let mut cusum_alarm = false;
                 let mut moderate = false;
@@ -336,20 +345,20 @@ impl DeviceState {
             groups,
             sources: sources.round() as u64,
             prefix_spread,
-            novelty: self.sources.novelty(&agg.sources),
+            novelty: self.sources.novelty_of(&all_sources),
             history_bins: self.history.len(),
             inbound: agg.inbound(),
+            all_sources,
         }
     }
 
     /// Records the outcome of `bin`: `flagged` bins (any alert) and suspect bins (a slow rise
     /// from mostly new sources) stay out of baselines and their sources out of the novelty
     /// history (else an attack's second bin would look like returning visitors);
-    /// `unsuppressed` extends the persistence streak.
+    /// `unsuppressed` extends the persistence streak. The bin's sources come with `a`.
     pub fn commit(
         &mut self,
         a: &Assessment,
-        agg: &BinAgg,
         flagged: bool,
         unsuppressed: bool,
         cfg: &FloodwatchConfig,
@@ -386,7 +395,7 @@ impl DeviceState {
             0
         };
         if rec_clean {
-            self.sources.insert(&agg.sources, a.bin);
+            self.sources.insert_sample(&a.all_sources, a.bin);
         }
         let hour = (per_day / 24).max(1);
         if self.last_expiry == i64::MIN || a.bin.saturating_sub(self.last_expiry) >= hour {
@@ -411,10 +420,10 @@ mod tests {
             let w = if i < 5 { 400 } else { 1 };
             skewed.insert_hash(floodwatch_core::hash::mix64(i + 1), w);
         }
-        assert_eq!(rate_cv(&uniform), Some(0.0));
-        assert!(rate_cv(&skewed).unwrap() > 3.0);
+        assert_eq!(rate_cv(&uniform.sample()), Some(0.0));
+        assert!(rate_cv(&skewed.sample()).unwrap() > 3.0);
         let few = SourceSketch::new(256);
-        assert_eq!(rate_cv(&few), None);
+        assert_eq!(rate_cv(&few.sample()), None);
     }
 
     #[test]
@@ -424,7 +433,7 @@ mod tests {
         let mut agg = BinAgg::default();
         for b in 0..20 {
             let a = s.assess(b, &agg, &cfg, 288);
-            s.commit(&a, &agg, b == 7, false, &cfg, 288);
+            s.commit(&a, b == 7, false, &cfg, 288);
             agg.rows += 1;
         }
         let j = serde_json::to_string(&s).unwrap();

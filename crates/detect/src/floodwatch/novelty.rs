@@ -13,11 +13,11 @@
 //! when it is absent. Entries expire `novelty_days` after they were last seen. Memory is
 //! `O(max_sources)` per device.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use floodwatch_core::SourceSketch;
+use floodwatch_core::sketch::Sample;
 
 /// What a bin's sample says about novelty.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -44,13 +44,14 @@ impl Novelty {
     }
 }
 
-/// Per-device history: source hash -> last bin it was seen in.
+/// Per-device history: source hash -> last bin it was seen in. The keys are already uniform
+/// 64-bit hashes, so the map needs no keyed (SipHash) hashing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(into = "HistoryRepr", from = "HistoryRepr")]
 pub struct SourceHistory {
     tau: u64,
     max_sources: usize,
-    seen: HashMap<u64, i64>,
+    seen: FxHashMap<u64, i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -88,7 +89,7 @@ impl SourceHistory {
         SourceHistory {
             tau: u64::MAX,
             max_sources: max_sources.max(16),
-            seen: HashMap::new(),
+            seen: FxHashMap::default(),
         }
     }
 
@@ -106,9 +107,14 @@ impl SourceHistory {
     }
 
     /// Novelty of a bin's (or one class's) sample against the history.
-    pub fn novelty(&self, sample: &SourceSketch) -> Novelty {
+    pub fn novelty(&self, sketch: &SourceSketch) -> Novelty {
+        self.novelty_of(&sketch.sample())
+    }
+
+    /// [`Self::novelty`] of a sample already taken.
+    pub fn novelty_of(&self, sample: &Sample) -> Novelty {
         let mut n = Novelty::default();
-        for (h, c) in sample.canonical() {
+        for &(h, c) in sample.entries() {
             if h > self.tau {
                 // Canonical entries ascend by hash: nothing further can be checked.
                 break;
@@ -124,14 +130,19 @@ impl SourceHistory {
     }
 
     /// Remembers a bin's sources as seen in `bin`.
-    pub fn insert(&mut self, sample: &SourceSketch, bin: i64) {
-        let canon = sample.canonical();
+    pub fn insert(&mut self, sketch: &SourceSketch, bin: i64) {
+        self.insert_sample(&sketch.sample(), bin);
+    }
+
+    /// [`Self::insert`] of a sample already taken.
+    pub fn insert_sample(&mut self, sample: &Sample, bin: i64) {
+        let canon = sample.entries();
         if sample.is_saturated()
             && let Some(&(largest, _)) = canon.last()
         {
             self.lower_tau(largest);
         }
-        for (h, _) in canon {
+        for &(h, _) in canon {
             if h > self.tau {
                 break;
             }
