@@ -249,10 +249,43 @@ impl Sample {
 /// with more than `N/m` of the weight is kept and its count is over-estimated by at most `N/m`.
 /// Exact while there are at most `m` distinct sources.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "TopRepr")]
 pub struct TopSources {
     m: u32,
-    /// (source, count, maximum over-estimate)
+    /// (source, count, maximum over-estimate), as a binary min-heap on (count, source): the
+    /// counter a new source replaces is always the first, so a flood of new sources (one
+    /// replacement per connection) costs a sift of a few levels, not a search of every counter.
     entries: Vec<(Ip, u64, u64)>,
+    /// How many counted sources fall in each bucket of [`top_bucket`]: a source whose bucket is
+    /// empty is not counted, which settles most new sources without searching the counters.
+    #[serde(skip_serializing)]
+    buckets: [u8; TOP_BUCKETS],
+}
+
+/// Buckets of [`TopSources::buckets`]: with the default 32 counters, 7 in 8 are empty.
+const TOP_BUCKETS: usize = 256;
+
+/// A cheap spread of an address over the buckets (not one of the format's fixed hashes: it never
+/// leaves memory).
+#[inline]
+fn top_bucket(ip: Ip) -> usize {
+    let x = (ip.0 as u64) ^ ((ip.0 >> 64) as u64).rotate_left(17);
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+}
+
+#[derive(Deserialize)]
+struct TopRepr {
+    m: u32,
+    entries: Vec<(Ip, u64, u64)>,
+}
+
+impl From<TopRepr> for TopSources {
+    fn from(r: TopRepr) -> Self {
+        let mut t = TopSources::new(r.m);
+        t.entries = r.entries;
+        t.rebuild();
+        t
+    }
 }
 
 impl PartialEq for TopSources {
@@ -262,6 +295,13 @@ impl PartialEq for TopSources {
     }
 }
 
+/// The order the heap keeps: smallest count first, the smallest source among equal counts (the
+/// counter Space-Saving replaces).
+#[inline]
+fn top_key(e: &(Ip, u64, u64)) -> (u64, Ip) {
+    (e.1, e.0)
+}
+
 impl TopSources {
     pub const DEFAULT_M: u32 = 32;
 
@@ -269,31 +309,80 @@ impl TopSources {
         TopSources {
             m: m.max(1),
             entries: Vec::new(),
+            buckets: [0; TOP_BUCKETS],
         }
     }
 
-    /// A source already counted (the common case for heavy hitters) is found by address alone;
-    /// only a new source on a full summary pays for finding the counter to replace (the
-    /// smallest count, the smallest source among equal counts): a flood of new sources calls
-    /// this once per connection.
+    /// Adds `weight` connections of `ip`: a counted source gains them; a new one takes a free
+    /// counter, or replaces the smallest (the smallest source among equal counts) and inherits
+    /// its count as over-estimate.
     #[inline]
     pub fn insert(&mut self, ip: Ip, weight: u64) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == ip) {
-            e.1 += weight;
+        let b = top_bucket(ip);
+        if self.buckets[b] != 0
+            && let Some(i) = self.entries.iter().position(|e| e.0 == ip)
+        {
+            self.entries[i].1 += weight;
+            self.sift_down(i);
             return;
         }
         if self.entries.len() < self.m as usize {
             self.entries.push((ip, weight, 0));
+            self.buckets[b] += 1;
+            self.sift_up(self.entries.len() - 1);
             return;
         }
-        let mut min: Option<(u64, Ip, usize)> = None;
-        for (i, e) in self.entries.iter().enumerate() {
-            if min.is_none_or(|(c, m, _)| e.1 < c || (e.1 == c && e.0 < m)) {
-                min = Some((e.1, e.0, i));
+        if let Some(&(old, floor, _)) = self.entries.first() {
+            self.buckets[top_bucket(old)] -= 1;
+            self.buckets[b] += 1;
+            self.entries[0] = (ip, floor + weight, floor);
+            self.sift_down(0);
+        }
+    }
+
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.entries.len();
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                return;
+            }
+            let mut c = l;
+            if l + 1 < n && top_key(&self.entries[l + 1]) < top_key(&self.entries[l]) {
+                c = l + 1;
+            }
+            if top_key(&self.entries[c]) < top_key(&self.entries[i]) {
+                self.entries.swap(c, i);
+                i = c;
+            } else {
+                return;
             }
         }
-        if let Some((floor, _, i)) = min {
-            self.entries[i] = (ip, floor + weight, floor);
+    }
+
+    fn sift_up(&mut self, mut i: usize) {
+        while i > 0 {
+            let p = (i - 1) / 2;
+            if top_key(&self.entries[i]) < top_key(&self.entries[p]) {
+                self.entries.swap(i, p);
+                i = p;
+            } else {
+                return;
+            }
+        }
+    }
+
+    /// Restores the heap order and the bucket counts after the entries were replaced wholesale.
+    fn rebuild(&mut self) {
+        for i in (0..self.entries.len() / 2).rev() {
+            self.sift_down(i);
+        }
+        self.buckets = [0; TOP_BUCKETS];
+        for e in &self.entries {
+            let b = &mut self.buckets[top_bucket(e.0)];
+            // More counters than buckets can count only in a summary of over 255 x 256
+            // counters; a saturated bucket is never emptied, which only costs a search.
+            *b = b.saturating_add(1);
         }
     }
 
@@ -321,6 +410,7 @@ impl TopSources {
         out.truncate(self.m as usize);
         self.m = self.m.max(other.m);
         self.entries = out;
+        self.rebuild();
     }
 
     fn min_count(&self) -> u64 {
@@ -469,7 +559,61 @@ mod tests {
                     let floor = min.1;
                     *min = (ip(b), floor + w, floor);
                 }
-                prop_assert_eq!(&fast.entries, &plain);
+                let mut sorted = plain.clone();
+                sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                prop_assert_eq!(fast.top(usize::MAX), sorted);
+                prop_assert_eq!(fast.entries.len(), plain.len());
+            }
+        }
+
+        /// The heap order and the bucket counts hold through inserts of many distinct sources
+        /// (so buckets collide and counters are replaced), merges and serde round trips, and
+        /// the result equals the plain update's.
+        #[test]
+        fn top_sources_heap_and_buckets_stay_consistent(
+            parts in proptest::collection::vec(
+                proptest::collection::vec((0u16..3000, 1u64..4), 0..300), 1..4),
+            m in 1u32..40,
+        ) {
+            let ip = |b: u16| Ip::v4([10, 1, (b >> 8) as u8, b as u8]);
+            let check = |t: &TopSources| {
+                for i in 1..t.entries.len() {
+                    assert!(top_key(&t.entries[(i - 1) / 2]) <= top_key(&t.entries[i]));
+                }
+                let mut b = [0u8; TOP_BUCKETS];
+                for e in &t.entries {
+                    b[top_bucket(e.0)] += 1;
+                }
+                assert_eq!(b, t.buckets);
+            };
+            let mut merged = TopSources::new(m);
+            for items in &parts {
+                let mut t = TopSources::new(m);
+                let mut plain: Vec<(Ip, u64, u64)> = Vec::new();
+                for &(b, w) in items {
+                    t.insert(ip(b), w);
+                    if let Some(e) = plain.iter_mut().find(|e| e.0 == ip(b)) {
+                        e.1 += w;
+                    } else if plain.len() < m as usize {
+                        plain.push((ip(b), w, 0));
+                    } else if let Some(min) = plain.iter_mut().min_by_key(|e| (e.1, e.0)) {
+                        let floor = min.1;
+                        *min = (ip(b), floor + w, floor);
+                    }
+                }
+                check(&t);
+                plain.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                prop_assert_eq!(t.top(usize::MAX), plain);
+                let back: TopSources =
+                    serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+                check(&back);
+                prop_assert_eq!(&back, &t);
+                merged.merge(&back);
+                check(&merged);
+                // The merged summary keeps taking inserts correctly.
+                let mut more = merged.clone();
+                more.insert(ip(7), 5);
+                check(&more);
             }
         }
 
