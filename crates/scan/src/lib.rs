@@ -22,7 +22,7 @@ pub mod sample;
 
 pub use file::{FileOptions, aggregate_file};
 pub use lines::{Chunk, Fallback, Worker, aggregate_lines};
-pub use row::{Scanner, scan_row};
+pub use row::{Openers, Scanner, scan_row};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@
 
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
 
-use crate::row::{Scanner, trim};
+use crate::row::{Openers, Scanner, trim};
 
 /// A buffer of whole lines from one input.
 #[derive(Clone, Copy, Debug)]
@@ -151,10 +151,27 @@ fn run_part(
     let mut pos = 0usize;
     let mut handled = 0u64;
     while pos < part.len() {
-        let (line, next) = match memchr::memchr(b'\n', &part[pos..]) {
-            Some(p) => {
+        // One pass finds the line end and the `{`/`[` the scanner must account for.
+        let mut openers = Openers::default();
+        let mut i = pos;
+        if part[pos] == b'{' {
+            openers.push(0);
+            i += 1;
+        }
+        let nl = loop {
+            match memchr::memchr3(b'\n', b'{', b'[', &part[i..]) {
+                Some(p) if part[i + p] == b'\n' => break Some(i + p),
+                Some(p) => {
+                    openers.push(i + p - pos);
+                    i += p + 1;
+                }
+                None => break None,
+            }
+        };
+        let (line, next) = match nl {
+            Some(e) => {
                 line_no += 1;
-                (&part[pos..pos + p], pos + p + 1)
+                (&part[pos..e], e + 1)
             }
             None => (&part[pos..], part.len()),
         };
@@ -183,7 +200,7 @@ fn run_part(
             );
             continue;
         }
-        if let Some(ev) = w.scanner.scan_row(line, &mut w.agg) {
+        if let Some(ev) = w.scanner.scan_row_with(line, &openers, &mut w.agg) {
             handled += 1;
             w.agg.add(&ev);
             continue;

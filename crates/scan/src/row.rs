@@ -37,23 +37,23 @@ enum Key {
 
 const NKEYS: usize = 9;
 
-const KEY_NAMES: [&str; NKEYS] = [
-    "\"Timestamp\"",
-    "\"DeviceName\"",
-    "\"ActionType\"",
-    "\"RemoteIP\"",
-    "\"RemotePort\"",
-    "\"LocalPort\"",
-    "\"Protocol\"",
-    "\"ReportId\"",
-    "\"TimeGenerated\"",
+/// The keys with their quotes, then `AdditionalFields` (slot [`AF_SLOT`]). Probes compare these
+/// directly; the `memmem` finders are built only for searches.
+const KEY_NAMES: [&[u8]; NSLOTS] = [
+    b"\"Timestamp\"",
+    b"\"DeviceName\"",
+    b"\"ActionType\"",
+    b"\"RemoteIP\"",
+    b"\"RemotePort\"",
+    b"\"LocalPort\"",
+    b"\"Protocol\"",
+    b"\"ReportId\"",
+    b"\"TimeGenerated\"",
+    b"\"AdditionalFields\"",
 ];
 
-static FINDERS: LazyLock<[Finder<'static>; NKEYS]> =
-    LazyLock::new(|| KEY_NAMES.map(|k| Finder::new(k.as_bytes()).into_owned()));
-
-static AF_FINDER: LazyLock<Finder<'static>> =
-    LazyLock::new(|| Finder::new(b"\"AdditionalFields\"").into_owned());
+static FINDERS: LazyLock<[Finder<'static>; NSLOTS]> =
+    LazyLock::new(|| KEY_NAMES.map(|k| Finder::new(k).into_owned()));
 
 /// A located value: the bytes of a JSON value, classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,10 +80,15 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// Reads the value starting at `i` (after the colon), with the offset just past it. `None` for
 /// escapes, containers or anything malformed: the caller falls back.
-#[inline]
+#[inline(always)]
 fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
-    let i = skip_ws(b, i);
-    match *b.get(i)? {
+    let mut i = i;
+    let mut c = *b.get(i)?;
+    if is_ws(c) {
+        i = skip_ws(b, i);
+        c = *b.get(i)?;
+    }
+    match c {
         b'"' => {
             let rest = b.get(i + 1..)?;
             let end = quote_or_backslash(rest)?;
@@ -91,52 +96,68 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
         }
         b'{' | b'[' => None,
         _ => {
-            let rest = &b[i..];
-            let end = rest
-                .iter()
-                .position(|&c| c == b',' || c == b'}' || is_ws(c))
-                .unwrap_or(rest.len());
-            let v = &rest[..end];
+            // Mostly digits (ports, ReportId): run over them before testing for the end.
+            let mut e = i;
+            while e < b.len() && b[e].is_ascii_digit() {
+                e += 1;
+            }
+            while e < b.len() && !matches!(b[e], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                e += 1;
+            }
+            let v = &b[i..e];
             if v == b"null" {
-                Some((Val::Null, i + end))
+                Some((Val::Null, e))
             } else if v.is_empty() {
                 None
             } else {
-                Some((Val::Bare(v), i + end))
+                Some((Val::Bare(v), e))
             }
         }
     }
 }
 
-/// Offset of the first `"` or `\\` in `s`. The values read are short (10 to 40 bytes), where
-/// testing 8 bytes at a time in a register beats the set-up of a vector search; longer values
-/// go to `memchr2` after the first 32 bytes.
-#[inline]
+/// Offset of the first `"` or `\\` in `s`, 16 bytes at a time (the values read are 3 to 40
+/// bytes, where a vector compare per 16 bytes beats both a byte loop and the set-up of a
+/// general search).
+#[inline(always)]
 fn quote_or_backslash(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
-    while i + 8 <= s.len() && i < 32 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[i..i + 8]);
-        let w = u64::from_le_bytes(w);
-        // A zero byte of `w ^ pattern` marks a match; the lowest flagged byte is always a real
-        // one (borrows only flag bytes above a true zero).
-        let q = w ^ (ONES * b'"' as u64);
-        let bs = w ^ (ONES * b'\\' as u64);
-        let m = (q.wrapping_sub(ONES) & !q & HIGH) | (bs.wrapping_sub(ONES) & !bs & HIGH);
+    while let Some(chunk) = s.get(i..i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+        let m = quote_or_backslash_mask(chunk);
         if m != 0 {
-            return Some(i + (m.trailing_zeros() / 8) as usize);
+            return Some(i + m.trailing_zeros() as usize);
         }
-        i += 8;
+        i += 16;
     }
-    if i < 32 {
-        return s[i..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\')
-            .map(|p| i + p);
+    s[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|p| i + p)
+}
+
+/// Bit `k` set when byte `k` of `b` is `"` or `\\`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[inline(always)]
+fn quote_or_backslash_mask(b: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: `b` is 16 readable bytes (an unaligned load); SSE2 is part of x86-64.
+    unsafe {
+        let v = _mm_loadu_si128(b.as_ptr().cast::<__m128i>());
+        let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        _mm_movemask_epi8(_mm_or_si128(q, bs)) as u32
     }
-    memchr::memchr2(b'"', b'\\', &s[i..]).map(|p| i + p)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn quote_or_backslash_mask(b: &[u8; 16]) -> u32 {
+    b.iter().enumerate().fold(0, |m, (k, &c)| {
+        m | (u32::from(c == b'"' || c == b'\\') << k)
+    })
 }
 
 /// Decimal digits only, into u64; `None` for anything else or overflow.
@@ -203,8 +224,12 @@ fn port(v: Option<Option<Val<'_>>>) -> Option<Option<u16>> {
 pub struct Scanner {
     /// Slots (keys, then `AdditionalFields`) in the order of the previous line.
     order: [u8; NSLOTS],
-    /// Per slot: offset of its key from the end of the previous slot's value, last seen.
-    gap: [u32; NSLOTS],
+    /// Per slot: offsets of its key from the end of the previous slot's value, the most recent
+    /// first. Several, because a variable column in between (a URL, a process path) takes a
+    /// few lengths that recur; `u32::MAX` is an empty entry.
+    gaps: [[u32; GAPS]; NSLOTS],
+    /// Per slot: offsets of its key from the end of the line, most recent first.
+    tails: [[u32; TAILS]; NSLOTS],
     ordered: bool,
     last_device: Vec<u8>,
     last_id: Option<DeviceId>,
@@ -218,6 +243,19 @@ pub struct Scanner {
 /// The nine keys plus `AdditionalFields`, located in one ordered pass.
 const NSLOTS: usize = NKEYS + 1;
 const AF_SLOT: usize = NKEYS;
+
+/// Gaps remembered per slot.
+const GAPS: usize = 4;
+
+/// Distances from the line end remembered per slot.
+const TAILS: usize = 2;
+
+/// Puts `v` first in a most-recent-first list of guesses, dropping the oldest.
+#[inline]
+fn remember<const N: usize>(list: &mut [u32; N], v: usize) {
+    list.rotate_right(1);
+    list[0] = u32::try_from(v).unwrap_or(u32::MAX);
+}
 
 /// Action type spellings remembered (Defender has about twenty).
 const ACTION_CACHE: usize = 24;
@@ -237,15 +275,6 @@ struct Located<'a> {
     af: Option<AfRef>,
 }
 
-#[inline]
-fn finder(slot: usize) -> &'static Finder<'static> {
-    if slot == AF_SLOT {
-        &AF_FINDER
-    } else {
-        &FINDERS[slot]
-    }
-}
-
 /// `a == b`, by 8-byte words: the keys, action types and device names compared here are 10 to
 /// 40 bytes, where a call into `memcmp` costs more than the comparison.
 #[inline(always)]
@@ -260,17 +289,24 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     if n != b.len() {
         return false;
     }
-    if n < 8 {
-        return a.iter().zip(b).all(|(x, y)| x == y);
-    }
-    let mut i = 0;
-    while i + 8 < n {
-        if word(a, i) != word(b, i) {
-            return false;
+    match n {
+        0..8 => a.iter().zip(b).all(|(x, y)| x == y),
+        // Two overlapping words cover 8 to 16 bytes, three cover up to 24: no loop for the keys.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=24 => {
+            word(a, 0) == word(b, 0) && word(a, 8) == word(b, 8) && word(a, n - 8) == word(b, n - 8)
         }
-        i += 8;
+        _ => {
+            let mut i = 0;
+            while i + 8 < n {
+                if word(a, i) != word(b, i) {
+                    return false;
+                }
+                i += 8;
+            }
+            word(a, n - 8) == word(b, n - 8)
+        }
     }
-    word(a, n - 8) == word(b, n - 8)
 }
 
 /// A dotted quad in its canonical spelling (1 to 3 digits a part, no leading zero, each at most
@@ -354,7 +390,7 @@ fn parse_v6_full(s: &[u8]) -> Option<Ip> {
 /// that starts at an escaped quote (`"x\"LocalPort":` is the key `x"LocalPort`).
 #[inline]
 fn key_at(line: &[u8], p: usize, needle: &[u8]) -> Option<usize> {
-    if !same(line.get(p..p + needle.len())?, needle) {
+    if !same(line.get(p..p.checked_add(needle.len())?)?, needle) {
         return None;
     }
     if !matches!(
@@ -371,6 +407,8 @@ impl Scanner {
     pub fn new() -> Self {
         Scanner {
             order: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+            gaps: [[u32::MAX; GAPS]; NSLOTS],
+            tails: [[u32::MAX; TAILS]; NSLOTS],
             ..Scanner::default()
         }
     }
@@ -379,8 +417,8 @@ impl Scanner {
     /// AdditionalFields value, when known). Returns (offset of the key, offset after its colon).
     #[inline]
     fn find(line: &[u8], slot: usize, from: usize, excl: (usize, usize)) -> Option<(usize, usize)> {
-        let f = finder(slot);
-        let needle = f.needle();
+        let f = &FINDERS[slot];
+        let needle = KEY_NAMES[slot];
         let mut at = from;
         while at < line.len() {
             let p = at + f.find(&line[at..])?;
@@ -394,6 +432,85 @@ impl Scanner {
             at = p + needle.len();
         }
         None
+    }
+
+    /// The common case, without the general pass's bookkeeping: every key but `TimeGenerated`
+    /// at one of its remembered gaps, in the learned order, values readable, `AdditionalFields`
+    /// null or an encoded string. `None` on anything else; the general pass then decides.
+    #[inline]
+    fn locate_fast<'a>(&mut self, line: &'a [u8]) -> Option<Located<'a>> {
+        if !self.ordered {
+            return None;
+        }
+        let mut out = Located {
+            vals: [None; NKEYS],
+            excl: (usize::MAX, usize::MAX),
+            af: None,
+        };
+        let mut cursor = 0usize;
+        for &slot in &self.order {
+            let slot = slot as usize;
+            if slot == Key::TimeGenerated as usize {
+                continue;
+            }
+            let needle = KEY_NAMES[slot];
+            let gaps = &mut self.gaps[slot];
+            let tails = &mut self.tails[slot];
+            let mut v = None;
+            for g in 0..GAPS {
+                if let Some(at) = key_at(line, cursor.saturating_add(gaps[g] as usize), needle) {
+                    if g > 0 {
+                        gaps.swap(0, g);
+                    }
+                    v = Some(at);
+                    break;
+                }
+            }
+            if v.is_none() {
+                // The columns before this key vary (a URL, a process path), but those after it
+                // may not: try where it was counted from the end of the line.
+                for t in 0..TAILS {
+                    if let Some(at) = line
+                        .len()
+                        .checked_sub(tails[t] as usize)
+                        .filter(|&p| p >= cursor)
+                        .and_then(|p| key_at(line, p, needle))
+                    {
+                        if t > 0 {
+                            tails.swap(0, t);
+                        }
+                        v = Some(at);
+                        break;
+                    }
+                }
+            }
+            let v = match v {
+                Some(v) => v,
+                None => {
+                    // Still in order: search from here. A match before an `AdditionalFields`
+                    // object is not known to be outside it, but objects leave this path below.
+                    let (k, v) = Self::find(line, slot, cursor, (usize::MAX, usize::MAX))?;
+                    remember(gaps, k - cursor);
+                    remember(tails, line.len() - k);
+                    v
+                }
+            };
+            if slot == AF_SLOT {
+                let v = skip_ws(line, v);
+                let (end, af) = scan_additional_fields(line, v)?;
+                if matches!(af, AfRef::Object(..)) {
+                    return None;
+                }
+                out.excl = (v, end);
+                out.af = Some(af);
+                cursor = end;
+            } else {
+                let (val, end) = read_value(line, v)?;
+                out.vals[slot] = Some((v, Some(val)));
+                cursor = end;
+            }
+        }
+        Some(out)
     }
 
     /// Finds every key and reads its value, in the order seen on the previous line: first at
@@ -418,28 +535,43 @@ impl Scanner {
             if slot == Key::TimeGenerated as usize && have_ts {
                 continue;
             }
-            let needle = finder(slot).needle();
-            let guess = cursor + self.gap[slot] as usize;
-            let probe = if guess < excl.0 || guess >= excl.1 {
-                key_at(line, guess, needle).map(|v| (guess, v))
-            } else {
-                None
-            };
-            let found = match probe {
-                Some(f) => Some(f),
-                None => match Self::find(line, slot, cursor, out.excl) {
-                    Some(f) => Some(f),
-                    None if cursor > 0 => {
-                        in_order = false;
-                        Self::find(line, slot, 0, out.excl)
+            let needle = KEY_NAMES[slot];
+            let gaps = &mut self.gaps[slot];
+            let mut found = None;
+            for g in 0..GAPS {
+                let guess = cursor.saturating_add(gaps[g] as usize);
+                if (guess < excl.0 || guess >= excl.1)
+                    && let Some(v) = key_at(line, guess, needle)
+                {
+                    // Most recent first, so alternating layouts cost one probe more at most.
+                    if g > 0 {
+                        gaps.swap(0, g);
                     }
-                    None => None,
-                },
+                    found = Some((guess, v));
+                    break;
+                }
+            }
+            let found = match found {
+                Some(f) => Some(f),
+                None => {
+                    let f = match Self::find(line, slot, cursor, out.excl) {
+                        Some(f) => Some(f),
+                        None if cursor > 0 => {
+                            in_order = false;
+                            Self::find(line, slot, 0, out.excl)
+                        }
+                        None => None,
+                    };
+                    if let Some((k, _)) = f {
+                        remember(gaps, k.wrapping_sub(cursor));
+                        remember(&mut self.tails[slot], line.len().wrapping_sub(k));
+                    }
+                    f
+                }
             };
             let Some((k, v)) = found else {
                 continue;
             };
-            self.gap[slot] = u32::try_from(k.saturating_sub(cursor)).unwrap_or(u32::MAX);
             keys_at[slot] = k;
             if k < cursor {
                 in_order = false;
@@ -475,13 +607,28 @@ impl Scanner {
     /// Parses one flat row line without allocation. `None` means "not handled": hand the line to
     /// the full parser, which also decides whether it is an error.
     pub fn scan_row(&mut self, line: &[u8], agg: &mut Aggregator) -> Option<Event> {
-        let line = trim(line);
+        self.scan_row_with(line, &Openers::find(line), agg)
+    }
+
+    /// [`Scanner::scan_row`] with the line's `{`/`[` already located (by the line splitter,
+    /// which reads every byte anyway).
+    pub fn scan_row_with(
+        &mut self,
+        raw: &[u8],
+        openers: &Openers,
+        agg: &mut Aggregator,
+    ) -> Option<Event> {
+        let lead = raw.len() - trim_start(raw).len();
+        let line = trim(raw);
         if line.len() < 2 || line[0] != b'{' || line[line.len() - 1] != b'}' {
             return None;
         }
-        let mut loc = self.locate(line, (usize::MAX, usize::MAX))?;
+        let mut loc = match self.locate_fast(line) {
+            Some(loc) => loc,
+            None => self.locate(line, (usize::MAX, usize::MAX))?,
+        };
         let excl = loc.excl;
-        if excl.0 != usize::MAX
+        if matches!(loc.af, Some(AfRef::Object(..)))
             && loc
                 .vals
                 .iter()
@@ -496,17 +643,12 @@ impl Scanner {
             }
         }
         // No other nested containers: then every key match outside AdditionalFields is the
-        // row's own key.
-        let body = &line[1..line.len() - 1];
-        let (a, b) = if excl.0 == usize::MAX {
-            (body, &body[..0])
-        } else {
-            (
-                &line[1..excl.0],
-                &line[excl.1.min(line.len() - 1)..line.len() - 1],
-            )
-        };
-        if memchr::memchr2(b'{', b'[', a).is_some() || memchr::memchr2(b'{', b'[', b).is_some() {
+        // row's own key. (A `{` inside a string elsewhere also declines the line; that is rare
+        // and only costs the full parse.)
+        if !openers.all(|p| {
+            let p = p.wrapping_sub(lead);
+            p == 0 || (p >= excl.0 && p < excl.1)
+        }) {
             return None;
         }
 
@@ -683,6 +825,61 @@ fn seconds_tail(t: &[u8]) -> Option<Nanos> {
         [] | [b'Z' | b'z'] => Some(sec * NANOS_PER_SEC + frac as i64),
         _ => None,
     }
+}
+
+/// Where `{` and `[` occur in a line (offsets from its start), as many as fit; the line
+/// splitter collects them on its pass, so the scanner's container check reads no bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Openers {
+    at: [u32; OPENERS],
+    /// How many were found; above [`OPENERS`], only the first are kept.
+    n: usize,
+}
+
+/// Openers remembered per line: the row's own brace, an encoded `AdditionalFields` object's,
+/// and a little room.
+const OPENERS: usize = 4;
+
+impl Openers {
+    /// Records an opener at `p`.
+    #[inline]
+    pub fn push(&mut self, p: usize) {
+        if let Some(slot) = self.at.get_mut(self.n) {
+            *slot = u32::try_from(p).unwrap_or(u32::MAX);
+        }
+        self.n += 1;
+    }
+
+    /// All openers of `line`, found with `memchr2`.
+    pub fn find(line: &[u8]) -> Self {
+        let mut o = Openers::default();
+        for p in memchr::memchr2_iter(b'{', b'[', line) {
+            o.push(p);
+            if o.n > OPENERS {
+                break;
+            }
+        }
+        o
+    }
+
+    /// Whether `ok` holds for every opener; false when there were too many to keep.
+    #[inline]
+    fn all(&self, ok: impl Fn(usize) -> bool) -> bool {
+        self.n <= OPENERS && self.at[..self.n].iter().all(|&p| ok(p as usize))
+    }
+}
+
+/// Strips leading JSON whitespace.
+#[inline]
+fn trim_start(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if is_ws(*first) {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
 }
 
 /// Strips surrounding JSON whitespace.
