@@ -117,12 +117,16 @@ impl ClassAgg {
     pub const K: u32 = 256;
 
     fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    fn with_capacity(sources: usize) -> Self {
         ClassAgg {
             count: 0,
             bytes: 0,
             packets: 0,
             metered: 0,
-            sources: SourceSketch::new(Self::K),
+            sources: SourceSketch::with_capacity(Self::K, sources),
         }
     }
 
@@ -150,9 +154,13 @@ pub struct SeedAgg {
 
 impl SeedAgg {
     fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    fn with_capacity(sources: usize) -> Self {
         SeedAgg {
             count: 0,
-            sources: SourceSketch::new(SourceSketch::DEFAULT_K),
+            sources: SourceSketch::with_capacity(SourceSketch::DEFAULT_K, sources),
             bytes: 0,
             metered: 0,
         }
@@ -204,6 +212,31 @@ impl Default for BinAgg {
 }
 
 impl BinAgg {
+    /// An empty bin whose sketches have room for as many sources as `prev`'s hold: a device's
+    /// next bin usually looks like its last, and growing a sketch's map by doubling rehashes
+    /// every entry several times over.
+    fn sized_like(prev: &BinAgg, profile: Profile) -> BinAgg {
+        if profile == Profile::SeedOnly {
+            return BinAgg {
+                seed: SeedAgg::with_capacity(prev.seed.sources.held()),
+                ..BinAgg::default()
+            };
+        }
+        BinAgg {
+            rows: 0,
+            classes: prev
+                .classes
+                .iter()
+                .map(|c| ClassAgg::with_capacity(c.sources.held()))
+                .collect(),
+            seed: SeedAgg::with_capacity(prev.seed.sources.held()),
+            sources: SourceSketch::with_capacity(SourceSketch::DEFAULT_K, prev.sources.held()),
+            prefixes: SourceSketch::with_capacity(ClassAgg::K, prev.prefixes.held()),
+            top: TopSources::default(),
+            allowed: 0,
+        }
+    }
+
     pub fn class(&self, c: Class) -> &ClassAgg {
         &self.classes[c as usize]
     }
@@ -311,7 +344,12 @@ pub struct Aggregator {
     pub classify: ClassifyConfig,
     pub profile: Profile,
     pub devices: DeviceTable,
-    bins: FxHashMap<BinKey, BinAgg>,
+    /// Bins in the order they were opened; `index` finds one by key.
+    bins: Vec<(BinKey, BinAgg)>,
+    index: FxHashMap<BinKey, usize>,
+    /// Per device id: its latest bin as (bin index, position in `bins`). Rows of a device come
+    /// in time order, so most events find their bin here without a map lookup.
+    recent: Vec<Option<(i64, usize)>>,
     dedup: Deduper,
     stats: IngestStats,
     /// The last bin an event fell in, as (start, end, index): rows come in time order, and
@@ -366,7 +404,9 @@ impl Aggregator {
             classify,
             profile: Profile::Full,
             devices: DeviceTable::default(),
-            bins: FxHashMap::default(),
+            bins: Vec::new(),
+            index: FxHashMap::default(),
+            recent: Vec::new(),
             dedup: Deduper::new(Self::DEFAULT_DEDUP_HORIZON, width),
             stats: IngestStats::default(),
             last_bin: (1, 0, 0),
@@ -414,6 +454,42 @@ impl Aggregator {
         index
     }
 
+    /// Position in `bins` of the (device, bin) aggregate, opening it if new.
+    #[inline]
+    fn slot(&mut self, device: DeviceId, bin: i64) -> usize {
+        if let Some(&Some((b, slot))) = self.recent.get(device as usize)
+            && b == bin
+        {
+            return slot;
+        }
+        self.slot_slow(device, bin)
+    }
+
+    #[inline(never)]
+    fn slot_slow(&mut self, device: DeviceId, bin: i64) -> usize {
+        let key = BinKey { device, bin };
+        let d = device as usize;
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let prev = self.recent.get(d).copied().flatten();
+                let agg = match prev {
+                    Some((_, p)) => BinAgg::sized_like(&self.bins[p].1, self.profile),
+                    None => BinAgg::default(),
+                };
+                let slot = self.bins.len();
+                self.bins.push((key, agg));
+                self.index.insert(key, slot);
+                slot
+            }
+        };
+        if self.recent.len() <= d {
+            self.recent.resize(d + 1, None);
+        }
+        self.recent[d] = Some((bin, slot));
+        slot
+    }
+
     #[inline]
     pub fn add(&mut self, ev: &Event) {
         let key = combine(
@@ -431,11 +507,8 @@ impl Aggregator {
         s.max_ts = opt_max(s.max_ts, Some(ev.ts));
 
         let verdict = self.classify.classify(ev);
-        let bk = BinKey {
-            device: ev.device,
-            bin: bin_index,
-        };
-        let bin = self.bins.entry(bk).or_default();
+        let slot = self.slot(ev.device, bin_index);
+        let bin = &mut self.bins[slot].1;
         let w = ev.weight.max(1);
         bin.rows += w as u64;
         let src_hash = ev.remote_ip.map(hash_ip);
@@ -688,6 +761,25 @@ mod tests {
             a.merge(aggregate(&items[..cut]));
             prop_assert_eq!(a.stats, whole.stats);
             prop_assert_eq!(a.by_name(), whole.by_name());
+        }
+
+        /// Events of interleaved devices in any time order land in their own (device, bin),
+        /// however the remembered latest bin of each device changes.
+        #[test]
+        fn every_event_lands_in_its_bin(items in proptest::collection::vec(item(), 0..600)) {
+            let mut items = items;
+            for (i, it) in items.iter_mut().enumerate() { it.4 = i as i64; }
+            let a = aggregate(&items);
+            let mut plain: BTreeMap<(String, i64), u64> = BTreeMap::new();
+            for &(d, sec, ..) in &items {
+                let ts = 1_766_361_600 * NANOS_PER_SEC + sec * NANOS_PER_SEC;
+                *plain
+                    .entry((format!("web{d:02}.contoso.com"), BinWidth::FIVE_MINUTES.index(ts)))
+                    .or_default() += 1;
+            }
+            let got: BTreeMap<(String, i64), u64> =
+                a.by_name().into_iter().map(|(k, v)| (k, v.rows)).collect();
+            prop_assert_eq!(got, plain);
         }
 
         #[test]

@@ -87,6 +87,19 @@ impl SourceSketch {
         }
     }
 
+    /// An empty sketch with room for `n` sources (at most the `2k` held between compactions),
+    /// so a bin expected to be as busy as its predecessor does not regrow its map step by step.
+    pub fn with_capacity(k: u32, n: usize) -> Self {
+        let mut s = SourceSketch::new(k);
+        s.entries.reserve(n.min(2 * k as usize));
+        s
+    }
+
+    /// Entries held now (the sample plus spares awaiting compaction): a size hint.
+    pub fn held(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn k(&self) -> u32 {
         self.k
     }
