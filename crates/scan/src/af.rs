@@ -8,7 +8,7 @@
 
 use floodwatch_core::Direction;
 
-use crate::row::parse_u64;
+use crate::row::{parse_u64, quote_or_backslash};
 
 /// Where an `AdditionalFields` value is, by its form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +62,7 @@ pub(crate) fn scan_additional_fields(line: &[u8], v: usize) -> Option<(usize, Af
 /// Offset of the closing quote of a string whose contents start at `i`.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        let p = i + memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
+        let p = i + quote_or_backslash(b.get(i..)?)?;
         if b[p] == b'"' {
             return Some(p);
         }
@@ -150,7 +150,7 @@ impl<'a> Walker<'a> {
     fn string(&self, i: usize) -> Option<(&'a [u8], usize)> {
         let s = i + self.q.len();
         let rest = self.b.get(s..)?;
-        let p = memchr::memchr2(b'"', b'\\', rest)?;
+        let p = quote_or_backslash(rest)?;
         if self.q.len() == 1 {
             // Raw JSON: the first quote or backslash must be the closing quote.
             (rest[p] == b'"').then(|| (&rest[..p], s + p + 1))

@@ -19,6 +19,7 @@ mod lines;
 mod row;
 #[doc(hidden)]
 pub mod sample;
+mod split;
 
 pub use file::{FileOptions, aggregate_file};
 pub use lines::{Chunk, Fallback, Worker, aggregate_lines};

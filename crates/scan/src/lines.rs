@@ -3,6 +3,7 @@
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
 
 use crate::row::{Openers, Scanner, trim};
+use crate::split::line_end;
 
 /// A buffer of whole lines from one input.
 #[derive(Clone, Copy, Debug)]
@@ -158,16 +159,7 @@ fn run_part(
             openers.push(0);
             i += 1;
         }
-        let nl = loop {
-            match memchr::memchr3(b'\n', b'{', b'[', &part[i..]) {
-                Some(p) if part[i + p] == b'\n' => break Some(i + p),
-                Some(p) => {
-                    openers.push(i + p - pos);
-                    i += p + 1;
-                }
-                None => break None,
-            }
-        };
+        let nl = line_end(part, i, pos, &mut openers);
         let (line, next) = match nl {
             Some(e) => {
                 line_no += 1;

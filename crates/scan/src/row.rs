@@ -62,6 +62,8 @@ enum Val<'a> {
     Str(&'a [u8]),
     /// A number, `true`/`false`, or anything else that is not a string, object, array or null.
     Bare(&'a [u8]),
+    /// A run of 1 to 19 digits, with its value (read while finding its end).
+    Digits(&'a [u8], u64),
     Null,
 }
 
@@ -96,10 +98,19 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
         }
         b'{' | b'[' => None,
         _ => {
-            // Mostly digits (ports, ReportId): run over them before testing for the end.
+            // Mostly digits (ports, ReportId): read them on the way to the end.
             let mut e = i;
-            while e < b.len() && b[e].is_ascii_digit() {
+            let mut n = 0u64;
+            while let Some(d) = b.get(e).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+                n = n.wrapping_mul(10).wrapping_add(d as u64);
                 e += 1;
+            }
+            if e > i
+                && e - i <= 19
+                && b.get(e)
+                    .is_none_or(|&c| matches!(c, b',' | b'}') || is_ws(c))
+            {
+                return Some((Val::Digits(&b[i..e], n), e));
             }
             while e < b.len() && !matches!(b[e], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
                 e += 1;
@@ -120,7 +131,7 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
 /// bytes, where a vector compare per 16 bytes beats both a byte loop and the set-up of a
 /// general search).
 #[inline(always)]
-fn quote_or_backslash(s: &[u8]) -> Option<usize> {
+pub(crate) fn quote_or_backslash(s: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(chunk) = s.get(i..i + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
         let m = quote_or_backslash_mask(chunk);
@@ -202,6 +213,12 @@ fn port(v: Option<Option<Val<'_>>>) -> Option<Option<u16>> {
     match v {
         None | Some(Some(Val::Null)) => Some(None),
         Some(None) => None,
+        Some(Some(Val::Digits(s, n))) => {
+            if s.len() > 1 && s[0] == b'0' {
+                return None;
+            }
+            Some(Some(u16::try_from(n).ok()?))
+        }
         Some(Some(Val::Bare(s))) => {
             if s.len() > 1 && s[0] == b'0' {
                 return None;
@@ -688,6 +705,7 @@ impl Scanner {
             _ => return None,
         };
         let report_id = match val(Key::ReportId)?? {
+            Val::Digits(s, n) if s.len() == 1 || s[0] != b'0' => i64::try_from(n).ok()?,
             Val::Bare(s) => parse_i64(s)?,
             _ => return None,
         };
@@ -839,6 +857,13 @@ pub struct Openers {
 /// Openers remembered per line: the row's own brace, an encoded `AdditionalFields` object's,
 /// and a little room.
 const OPENERS: usize = 4;
+
+impl PartialEq for Openers {
+    /// Equal when they record the same offsets (entries past the count do not matter).
+    fn eq(&self, other: &Self) -> bool {
+        self.n == other.n && self.at[..self.n.min(OPENERS)] == other.at[..other.n.min(OPENERS)]
+    }
+}
 
 impl Openers {
     /// Records an opener at `p`.
