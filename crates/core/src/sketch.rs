@@ -143,25 +143,39 @@ impl SourceSketch {
 
     /// The k smallest hashes with their counts, ascending by hash.
     pub fn canonical(&self) -> Vec<(u64, u32)> {
+        self.take(true).entries
+    }
+
+    /// The k smallest entries; sorted only if asked (selecting them is linear, sorting is not).
+    fn take(&self, sorted: bool) -> Sample {
         let mut v: Vec<(u64, u32)> = self.entries.iter().map(|(&h, &c)| (h, c)).collect();
         let k = self.k as usize;
         if v.len() > k {
-            // Up to 2k entries between compactions: sorting only the k kept is cheaper.
+            // Up to 2k entries between compactions: only the k kept need sorting.
             v.select_nth_unstable_by_key(k - 1, |e| e.0);
             v.truncate(k);
         }
-        v.sort_unstable_by_key(|e| e.0);
-        v
-    }
-
-    /// The canonical sample with what is needed to answer questions about it, for callers that
-    /// ask several (each question of the sketch itself sorts its entries again).
-    pub fn sample(&self) -> Sample {
+        if sorted {
+            v.sort_unstable_by_key(|e| e.0);
+        }
         Sample {
             k: self.k,
             saturated: self.is_saturated(),
-            entries: self.canonical(),
+            largest: v.iter().map(|e| e.0).max(),
+            entries: v,
         }
+    }
+
+    /// The canonical sample with what is needed to answer questions about it, for callers that
+    /// ask several (each question of the sketch itself goes over its entries again).
+    pub fn sample(&self) -> Sample {
+        self.take(true)
+    }
+
+    /// [`Self::sample`] in no particular order, for questions that do not depend on it (counts,
+    /// membership, the largest hash): cheaper by the sort.
+    pub fn sample_unordered(&self) -> Sample {
+        self.take(false)
     }
 
     /// Distinct sources: exact when not saturated, else the KMV estimate `(k-1) / (h_k / 2^64)`.
@@ -169,7 +183,14 @@ impl SourceSketch {
         if !self.is_saturated() {
             return self.entries.len() as f64;
         }
-        self.sample().distinct()
+        let mut keys: Vec<u64> = self.entries.keys().copied().collect();
+        let n = keys.len().min(self.k as usize);
+        let kth = if n == 0 {
+            u64::MAX
+        } else {
+            *keys.select_nth_unstable(n - 1).1
+        };
+        kmv_estimate(self.k, kth)
     }
 
     /// [`Self::distinct`] rounded to a whole number, as `dcount` reports it.
@@ -223,18 +244,32 @@ impl SourceSketch {
     }
 }
 
+/// The KMV estimate of distinct sources from a saturated sample's largest (k-th) hash.
+fn kmv_estimate(k: u32, kth: u64) -> f64 {
+    let frac = (kth as f64 + 1.0) / 18_446_744_073_709_551_616.0;
+    (k as f64 - 1.0) / frac
+}
+
 /// A sketch's canonical sample (see [`SourceSketch::canonical`]) taken once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     k: u32,
     saturated: bool,
+    /// The largest hash of the sample (`None` when empty).
+    largest: Option<u64>,
     entries: Vec<(u64, u32)>,
 }
 
 impl Sample {
-    /// The k smallest hashes with their counts, ascending by hash.
+    /// The k smallest hashes with their counts: ascending by hash when taken with
+    /// [`SourceSketch::sample`], in no particular order with [`SourceSketch::sample_unordered`].
     pub fn entries(&self) -> &[(u64, u32)] {
         &self.entries
+    }
+
+    /// The largest hash of the sample (`None` when empty).
+    pub fn largest(&self) -> Option<u64> {
+        self.largest
     }
 
     /// True when the sketch saw more than `k` distinct sources: counts are estimates.
@@ -247,9 +282,7 @@ impl Sample {
         if !self.saturated {
             return self.entries.len() as f64;
         }
-        let kth = self.entries.last().map(|e| e.0).unwrap_or(u64::MAX);
-        let frac = (kth as f64 + 1.0) / 18_446_744_073_709_551_616.0;
-        (self.k as f64 - 1.0) / frac
+        kmv_estimate(self.k, self.largest.unwrap_or(u64::MAX))
     }
 
     /// [`Self::distinct`] rounded to a whole number.
@@ -511,6 +544,13 @@ mod tests {
             };
             assert_eq!(sample.distinct(), expected, "k={k} n={n}");
             assert_eq!(s.distinct(), expected);
+            let unordered = s.sample_unordered();
+            let mut sorted = unordered.entries().to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, plain);
+            assert_eq!(unordered.distinct(), expected);
+            assert_eq!(unordered.largest(), plain.last().map(|e| e.0));
+            assert_eq!(sample.largest(), plain.last().map(|e| e.0));
             assert_eq!(sample.distinct_u64(), s.distinct_u64());
             assert!(sample.entries().len() <= k as usize);
             assert!(sample.entries().windows(2).all(|w| w[0].0 < w[1].0));

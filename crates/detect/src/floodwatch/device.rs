@@ -239,7 +239,8 @@ impl DeviceState {
     ) -> Assessment {
         let baseline = self.history.baseline(bin, per_day, cfg);
         let cold = baseline.kind == BaselineKind::Cold;
-        let all_sources = agg.sources.sample();
+        // Only counts and membership are asked of it: no sort needed.
+        let all_sources = agg.sources.sample_unordered();
         let sources = all_sources.distinct();
         let prefix_spread = if sources > 0.0 {
             (agg.prefixes.distinct() / sources).min(1.0)

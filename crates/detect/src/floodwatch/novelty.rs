@@ -116,8 +116,8 @@ impl SourceHistory {
         let mut n = Novelty::default();
         for &(h, c) in sample.entries() {
             if h > self.tau {
-                // Canonical entries ascend by hash: nothing further can be checked.
-                break;
+                // Above the threshold the history is incomplete (the sample may be in any order).
+                continue;
             }
             n.checked += 1;
             n.checked_conns += c as u64;
@@ -136,15 +136,14 @@ impl SourceHistory {
 
     /// [`Self::insert`] of a sample already taken.
     pub fn insert_sample(&mut self, sample: &Sample, bin: i64) {
-        let canon = sample.entries();
         if sample.is_saturated()
-            && let Some(&(largest, _)) = canon.last()
+            && let Some(largest) = sample.largest()
         {
             self.lower_tau(largest);
         }
-        for &(h, _) in canon {
+        for &(h, _) in sample.entries() {
             if h > self.tau {
-                break;
+                continue;
             }
             let e = self.seen.entry(h).or_insert(bin);
             *e = (*e).max(bin);
@@ -245,6 +244,26 @@ mod tests {
         let share = n.source_share().unwrap();
         assert!(n.checked >= 20, "checked {}", n.checked);
         assert!((share - 0.5).abs() < 0.2, "share {share}");
+    }
+
+    #[test]
+    fn sample_order_does_not_matter() {
+        // A small history cap and saturated samples put tau below some sample entries.
+        let mut sorted = SourceHistory::new(300);
+        let mut unordered = SourceHistory::new(300);
+        for bin in 0..8u64 {
+            let s = sketch(64, bin * 150..bin * 150 + 400);
+            assert_eq!(
+                sorted.novelty_of(&s.sample()),
+                unordered.novelty_of(&s.sample_unordered())
+            );
+            sorted.insert_sample(&s.sample(), bin as i64);
+            unordered.insert_sample(&s.sample_unordered(), bin as i64);
+            assert_eq!(sorted, unordered);
+        }
+        assert!(sorted.tau() < u64::MAX);
+        let n = sorted.novelty_of(&sketch(64, 0..2000).sample_unordered());
+        assert!(n.checked > 0 && n.new > 0 && n.new < n.checked, "{n:?}");
     }
 
     #[test]
