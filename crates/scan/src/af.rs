@@ -142,8 +142,14 @@ enum V<'a> {
 }
 
 impl<'a> Walker<'a> {
+    #[inline]
     fn quote_at(&self, i: usize) -> bool {
-        self.b.get(i..i + self.q.len()) == Some(self.q)
+        // Byte compares: a slice comparison of a run-time length is a `memcmp` call.
+        match *self.q {
+            [q] => self.b.get(i) == Some(&q),
+            [a, q] => self.b.get(i) == Some(&a) && self.b.get(i + 1) == Some(&q),
+            _ => self.b.get(i..i + self.q.len()) == Some(self.q),
+        }
     }
 
     /// A string starting at `i` (at its quote): (contents, offset past the closing quote).

@@ -280,6 +280,40 @@ const ACTION_CACHE: usize = 24;
 /// Devices remembered by name beyond the last one (rows interleave a few busy devices).
 const DEVICE_CACHE: usize = 16;
 
+/// The converted values of one row, filled key by key; `None` where a required key was not
+/// seen (the row then goes to the full parser).
+#[derive(Clone, Copy, Debug)]
+struct Fields<'a> {
+    time: Option<Nanos>,
+    name: Option<&'a [u8]>,
+    action: Option<ActionType>,
+    remote_ip: Option<Ip>,
+    remote_port: Option<u16>,
+    local_port: Option<u16>,
+    protocol: Protocol,
+    report_id: Option<i64>,
+    /// The `AdditionalFields` value's extent (`usize::MAX` twice when absent) and form.
+    excl: (usize, usize),
+    af: Option<AfRef>,
+}
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Fields {
+            time: None,
+            name: None,
+            action: None,
+            remote_ip: None,
+            remote_port: None,
+            local_port: None,
+            protocol: Protocol::Unknown,
+            report_id: None,
+            excl: (usize::MAX, usize::MAX),
+            af: None,
+        }
+    }
+}
+
 /// A located key: where its value starts (just after the colon) and the value, `None` if the
 /// scanner cannot read it.
 type Slot<'a> = Option<(usize, Option<Val<'a>>)>;
@@ -405,9 +439,10 @@ fn parse_v6_full(s: &[u8]) -> Option<Ip> {
 /// If the key `needle` starts at `p` and is followed by a colon, the offset just after the
 /// colon. The byte before must end a previous member or open the object: that rules out a match
 /// that starts at an escaped quote (`"x\"LocalPort":` is the key `x"LocalPort`).
-#[inline]
+#[inline(always)]
 fn key_at(line: &[u8], p: usize, needle: &[u8]) -> Option<usize> {
-    if !same(line.get(p..p.checked_add(needle.len())?)?, needle) {
+    let end = p.checked_add(needle.len())?;
+    if !same(line.get(p..end)?, needle) {
         return None;
     }
     if !matches!(
@@ -416,7 +451,11 @@ fn key_at(line: &[u8], p: usize, needle: &[u8]) -> Option<usize> {
     ) {
         return None;
     }
-    let c = skip_ws(line, p + needle.len());
+    // Compact JSON has the colon right after the key.
+    if line.get(end) == Some(&b':') {
+        return Some(end + 1);
+    }
+    let c = skip_ws(line, end);
     (line.get(c) == Some(&b':')).then_some(c + 1)
 }
 
@@ -454,18 +493,16 @@ impl Scanner {
     /// The common case, without the general pass's bookkeeping: every key but `TimeGenerated`
     /// at one of its remembered gaps, in the learned order, values readable, `AdditionalFields`
     /// null or an encoded string. `None` on anything else; the general pass then decides.
+    /// Each value is converted as soon as it is read.
     #[inline]
-    fn locate_fast<'a>(&mut self, line: &'a [u8]) -> Option<Located<'a>> {
+    fn locate_fast<'a>(&mut self, line: &'a [u8]) -> Option<Fields<'a>> {
         if !self.ordered {
             return None;
         }
-        let mut out = Located {
-            vals: [None; NKEYS],
-            excl: (usize::MAX, usize::MAX),
-            af: None,
-        };
+        let mut out = Fields::default();
         let mut cursor = 0usize;
-        for &slot in &self.order {
+        let order = self.order;
+        for slot in order {
             let slot = slot as usize;
             if slot == Key::TimeGenerated as usize {
                 continue;
@@ -523,7 +560,7 @@ impl Scanner {
                 cursor = end;
             } else {
                 let (val, end) = read_value(line, v)?;
-                out.vals[slot] = Some((v, Some(val)));
+                self.convert(slot, Some(Some(val)), &mut out)?;
                 cursor = end;
             }
         }
@@ -640,10 +677,56 @@ impl Scanner {
         if line.len() < 2 || line[0] != b'{' || line[line.len() - 1] != b'}' {
             return None;
         }
-        let mut loc = match self.locate_fast(line) {
-            Some(loc) => loc,
-            None => self.locate(line, (usize::MAX, usize::MAX))?,
+        let f = match self.locate_fast(line) {
+            Some(f) => f,
+            None => self.locate_general(line)?,
         };
+        let excl = f.excl;
+        // No other nested containers: then every key match outside AdditionalFields is the
+        // row's own key. (A `{` inside a string elsewhere also declines the line; that is rare
+        // and only costs the full parse.)
+        if !openers.all(|p| {
+            let p = p.wrapping_sub(lead);
+            p == 0 || (p >= excl.0 && p < excl.1)
+        }) {
+            return None;
+        }
+        let action = f.action?;
+        let mut ev = Event {
+            ts: f.time?,
+            device: 0,
+            action,
+            protocol: f.protocol,
+            direction: Direction::Unknown,
+            remote_ip: f.remote_ip,
+            remote_port: f.remote_port,
+            local_port: f.local_port,
+            report_id: f.report_id?,
+            weight: 1,
+            bytes: None,
+            packets: None,
+        };
+        if action.is_inspected() || action.is_aggregated_report() {
+            let af: AfValues = match f.af {
+                Some(af) => af.values(line)?,
+                None => AfValues::default(),
+            };
+            if action.is_inspected() {
+                ev.direction = af.direction;
+                ev.bytes = af.bytes;
+                ev.packets = af.packets;
+            } else {
+                ev.weight = af.weight.unwrap_or(1);
+            }
+        }
+        ev.device = self.device(f.name?, agg)?;
+        Some(ev)
+    }
+
+    /// The general pass ([`Scanner::locate`], repeated once when a key matched inside an
+    /// `AdditionalFields` object), with its values converted.
+    fn locate_general<'a>(&mut self, line: &'a [u8]) -> Option<Fields<'a>> {
+        let mut loc = self.locate(line, (usize::MAX, usize::MAX))?;
         let excl = loc.excl;
         if matches!(loc.af, Some(AfRef::Object(..)))
             && loc
@@ -659,86 +742,87 @@ impl Scanner {
                 return None;
             }
         }
-        // No other nested containers: then every key match outside AdditionalFields is the
-        // row's own key. (A `{` inside a string elsewhere also declines the line; that is rare
-        // and only costs the full parse.)
-        if !openers.all(|p| {
-            let p = p.wrapping_sub(lead);
-            p == 0 || (p >= excl.0 && p < excl.1)
-        }) {
-            return None;
-        }
-
-        let vals = &loc.vals;
-        let val = |k: Key| vals[k as usize].map(|(_, v)| v);
-
-        let time = match val(Key::Timestamp).or_else(|| val(Key::TimeGenerated))? {
-            Some(Val::Str(s)) => self.time(s)?,
-            _ => return None,
+        let mut f = Fields {
+            excl: loc.excl,
+            af: loc.af,
+            ..Fields::default()
         };
-        let name = match val(Key::DeviceName)?? {
-            Val::Str(s) if !s.is_empty() => s,
-            _ => return None,
-        };
-        let action = match val(Key::ActionType)?? {
-            Val::Str(s) if !s.is_empty() => self.action(s),
-            _ => return None,
-        };
-        let remote_ip = match val(Key::RemoteIp) {
-            None | Some(Some(Val::Null)) => None,
-            Some(Some(Val::Str(s))) if !s.is_empty() => {
-                // Dotted quads are at most 15 bytes; the eight-group form is at least 15.
-                let fast = if s.len() >= 15 {
-                    parse_v6_full(s).or_else(|| parse_v4_canonical(s))
-                } else {
-                    parse_v4_canonical(s)
-                };
-                Some(fast.map_or_else(|| Ip::parse(s), Some)?)
+        for slot in 0..NKEYS {
+            // TimeGenerated stands in for a missing Timestamp only.
+            if slot == Key::TimeGenerated as usize && loc.vals[Key::Timestamp as usize].is_some() {
+                continue;
             }
-            _ => return None,
-        };
-        let remote_port = port(val(Key::RemotePort))?;
-        let local_port = port(val(Key::LocalPort))?;
-        let protocol = match val(Key::Protocol) {
-            None | Some(Some(Val::Null)) => Protocol::Unknown,
-            Some(Some(Val::Str(s))) => Protocol::parse(s),
-            _ => return None,
-        };
-        let report_id = match val(Key::ReportId)?? {
-            Val::Digits(s, n) if s.len() == 1 || s[0] != b'0' => i64::try_from(n).ok()?,
-            Val::Bare(s) => parse_i64(s)?,
-            _ => return None,
-        };
-
-        let mut ev = Event {
-            ts: time,
-            device: 0,
-            action,
-            protocol,
-            direction: Direction::Unknown,
-            remote_ip,
-            remote_port,
-            local_port,
-            report_id,
-            weight: 1,
-            bytes: None,
-            packets: None,
-        };
-        if action.is_inspected() || action.is_aggregated_report() {
-            let af: AfValues = match loc.af {
-                Some(af) => af.values(line)?,
-                None => AfValues::default(),
-            };
-            if action.is_inspected() {
-                ev.direction = af.direction;
-                ev.bytes = af.bytes;
-                ev.packets = af.packets;
-            } else {
-                ev.weight = af.weight.unwrap_or(1);
-            }
+            self.convert(slot, loc.vals[slot].map(|(_, v)| v), &mut f)?;
         }
-        ev.device = self.device(name, agg)?;
-        Some(ev)
+        Some(f)
+    }
+
+    /// Converts the value of one key into `f`. `v` is `None` for an absent key and `Some(None)`
+    /// for one the scanner could not read; `None` back means "let the full parser decide".
+    #[inline(always)]
+    fn convert<'a>(
+        &mut self,
+        slot: usize,
+        v: Option<Option<Val<'a>>>,
+        f: &mut Fields<'a>,
+    ) -> Option<()> {
+        const TIMESTAMP: usize = Key::Timestamp as usize;
+        const TIME_GENERATED: usize = Key::TimeGenerated as usize;
+        const DEVICE_NAME: usize = Key::DeviceName as usize;
+        const ACTION_TYPE: usize = Key::ActionType as usize;
+        const REMOTE_IP: usize = Key::RemoteIp as usize;
+        const REMOTE_PORT: usize = Key::RemotePort as usize;
+        const LOCAL_PORT: usize = Key::LocalPort as usize;
+        const PROTOCOL: usize = Key::Protocol as usize;
+        const REPORT_ID: usize = Key::ReportId as usize;
+        match slot {
+            TIMESTAMP | TIME_GENERATED => match v {
+                None => {}
+                Some(Some(Val::Str(s))) => f.time = Some(self.time(s)?),
+                _ => return None,
+            },
+            DEVICE_NAME => match v?? {
+                Val::Str(s) if !s.is_empty() => f.name = Some(s),
+                _ => return None,
+            },
+            ACTION_TYPE => match v?? {
+                Val::Str(s) if !s.is_empty() => f.action = Some(self.action(s)),
+                _ => return None,
+            },
+            REMOTE_IP => {
+                f.remote_ip = match v {
+                    None | Some(Some(Val::Null)) => None,
+                    Some(Some(Val::Str(s))) if !s.is_empty() => {
+                        // Dotted quads are at most 15 bytes; the eight-group form is at least 15.
+                        let fast = if s.len() >= 15 {
+                            parse_v6_full(s).or_else(|| parse_v4_canonical(s))
+                        } else {
+                            parse_v4_canonical(s)
+                        };
+                        Some(fast.map_or_else(|| Ip::parse(s), Some)?)
+                    }
+                    _ => return None,
+                }
+            }
+            REMOTE_PORT => f.remote_port = port(v)?,
+            LOCAL_PORT => f.local_port = port(v)?,
+            PROTOCOL => {
+                f.protocol = match v {
+                    None | Some(Some(Val::Null)) => Protocol::Unknown,
+                    Some(Some(Val::Str(s))) => Protocol::parse(s),
+                    _ => return None,
+                }
+            }
+            REPORT_ID => {
+                f.report_id = Some(match v?? {
+                    Val::Digits(s, n) if s.len() == 1 || s[0] != b'0' => i64::try_from(n).ok()?,
+                    Val::Bare(s) => parse_i64(s)?,
+                    _ => return None,
+                })
+            }
+            _ => {}
+        }
+        Some(())
     }
 
     /// [`parse_rfc3339`], reusing the previous timestamp's `YYYY-MM-DDTHH:MM` when this one has
@@ -746,7 +830,7 @@ impl Scanner {
     #[inline]
     fn time(&mut self, s: &[u8]) -> Option<Nanos> {
         if let (Some(base), Some(prefix)) = (self.minute_nanos, s.get(..16))
-            && prefix == self.minute
+            && same(prefix, &self.minute)
             && let Some(t) = seconds_tail(&s[16..])
         {
             return Some(base + t);
