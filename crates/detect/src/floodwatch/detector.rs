@@ -277,7 +277,7 @@ fn build_alert(
         "sources spread over {:.2} /24 (/48) prefixes per source",
         a.prefix_spread
     ));
-    if let Some(cv) = primary.rate_cv {
+    if let Some(cv) = primary.rate_cv() {
         reasons.push(format!(
             "per-source rate coefficient of variation {cv:.2} ({})",
             if cv <= 1.0 {
@@ -362,7 +362,7 @@ fn build_alert(
     points += new_ratio.is_some_and(|s| s >= 0.8) as u32;
     points += (persistence >= cfg.persistence_bins) as u32;
     points += (!cold && a.sources as f64 >= 3.0 * base_sources.max(1.0)) as u32;
-    points += primary.rate_cv.is_some_and(|cv| cv <= 1.0) as u32;
+    points += primary.rate_cv().is_some_and(|cv| cv <= 1.0) as u32;
     points += (a.prefix_spread >= 0.5) as u32;
     points += groups.iter().any(|g| g.cusum_alarm) as u32;
     let confidence = if points >= 4 && (persistence >= cfg.persistence_bins || points >= 5) {

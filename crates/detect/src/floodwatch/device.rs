@@ -109,8 +109,9 @@ pub struct GroupEval {
     pub novel_excess: f64,
     /// CUSUM after this bin.
     pub cusum: f64,
-    /// Coefficient of variation of per-source connection counts in the sample.
-    pub rate_cv: Option<f64>,
+    /// The group's source sample (unordered), kept for [`GroupEval::rate_cv`]: most bins
+    /// raise no alert and never ask.
+    sample: Sample,
     pub one_bin: bool,
     pub cusum_alarm: bool,
     /// Rose at least `carpet_rate_ratio` with mostly new sources: a carpet-bombing candidate.
@@ -120,6 +121,11 @@ pub struct GroupEval {
 }
 
 impl GroupEval {
+    /// Coefficient of variation of per-source connection counts in the sample.
+    pub fn rate_cv(&self) -> Option<f64> {
+        rate_cv(&self.sample)
+    }
+
     pub fn excess(&self) -> f64 {
         (self.observed - self.expected).max(0.0)
     }
@@ -184,10 +190,13 @@ pub struct DeviceState {
 
 /// Per-source rate uniformity: bots send alike, people do not.
 fn rate_cv(sample: &Sample) -> Option<f64> {
-    let counts = sample.entries();
-    if counts.len() < 10 {
+    if sample.entries().len() < 10 {
         return None;
     }
+    // Summed in canonical (ascending hash) order, so the value does not depend on the order
+    // the sample was taken in.
+    let mut counts = sample.entries().to_vec();
+    counts.sort_unstable_by_key(|e| e.0);
     let n = counts.len() as f64;
     let mean = counts.iter().map(|e| e.1 as f64).sum::<f64>() / n;
     let var = counts
@@ -258,7 +267,7 @@ impl DeviceState {
             .iter()
             .map(|&g| {
                 let observed = g.count(agg) as f64;
-                let sample = g.sketch(agg).sample();
+                let sample = g.sketch(agg).sample_unordered();
                 let novelty = self.sources.novelty_of(&sample);
                 let group_sources = sample.distinct_u64();
                 let conn_new = novelty.conn_share().unwrap_or(0.0);
@@ -290,7 +299,6 @@ impl DeviceState {
                         .max(expected + cfg.z_threshold * spread)
                         .max(expected + cfg.min_excess)
                 };
-                let rate_cv = rate_cv(&sample);
                 let mut cusum = self.cusum[g as usize];
                 let mut cusum_alarm = false;
                 let mut moderate = false;
@@ -332,7 +340,7 @@ impl DeviceState {
                     novelty,
                     novel_excess,
                     cusum,
-                    rate_cv,
+                    sample,
                     one_bin,
                     cusum_alarm,
                     moderate,
@@ -422,6 +430,10 @@ mod tests {
             skewed.insert_hash(floodwatch_core::hash::mix64(i + 1), w);
         }
         assert_eq!(rate_cv(&uniform.sample()), Some(0.0));
+        assert_eq!(
+            rate_cv(&skewed.sample_unordered()),
+            rate_cv(&skewed.sample())
+        );
         assert!(rate_cv(&skewed.sample()).unwrap() > 3.0);
         let few = SourceSketch::new(256);
         assert_eq!(rate_cv(&few.sample()), None);
