@@ -508,46 +508,13 @@ impl Scanner {
                 continue;
             }
             let needle = KEY_NAMES[slot];
-            let gaps = &mut self.gaps[slot];
-            let tails = &mut self.tails[slot];
-            let mut v = None;
-            for g in 0..GAPS {
-                if let Some(at) = key_at(line, cursor.saturating_add(gaps[g] as usize), needle) {
-                    if g > 0 {
-                        gaps.swap(0, g);
-                    }
-                    v = Some(at);
-                    break;
-                }
-            }
-            if v.is_none() {
-                // The columns before this key vary (a URL, a process path), but those after it
-                // may not: try where it was counted from the end of the line.
-                for t in 0..TAILS {
-                    if let Some(at) = line
-                        .len()
-                        .checked_sub(tails[t] as usize)
-                        .filter(|&p| p >= cursor)
-                        .and_then(|p| key_at(line, p, needle))
-                    {
-                        if t > 0 {
-                            tails.swap(0, t);
-                        }
-                        v = Some(at);
-                        break;
-                    }
-                }
-            }
-            let v = match v {
+            let v = match key_at(
+                line,
+                cursor.saturating_add(self.gaps[slot][0] as usize),
+                needle,
+            ) {
                 Some(v) => v,
-                None => {
-                    // Still in order: search from here. A match before an `AdditionalFields`
-                    // object is not known to be outside it, but objects leave this path below.
-                    let (k, v) = Self::find(line, slot, cursor, (usize::MAX, usize::MAX))?;
-                    remember(gaps, k - cursor);
-                    remember(tails, line.len() - k);
-                    v
-                }
+                None => self.probe_more(line, slot, cursor)?,
             };
             if slot == AF_SLOT {
                 let v = skip_ws(line, v);
@@ -565,6 +532,44 @@ impl Scanner {
             }
         }
         Some(out)
+    }
+
+    /// [`Scanner::locate_fast`] when the key is not at its most recent distance: the other
+    /// remembered distances, then the distances from the line end, then a search from the
+    /// previous value. Returns the offset after the key's colon.
+    #[cold]
+    fn probe_more(&mut self, line: &[u8], slot: usize, cursor: usize) -> Option<usize> {
+        let needle = KEY_NAMES[slot];
+        let gaps = &mut self.gaps[slot];
+        for g in 1..GAPS {
+            if let Some(at) = key_at(line, cursor.saturating_add(gaps[g] as usize), needle) {
+                // Most recent first, so alternating layouts cost one probe more at most.
+                gaps.swap(0, g);
+                return Some(at);
+            }
+        }
+        // The columns before this key vary (a URL, a process path), but those after it may
+        // not: try where it was counted from the end of the line.
+        let tails = &mut self.tails[slot];
+        for t in 0..TAILS {
+            if let Some(at) = line
+                .len()
+                .checked_sub(tails[t] as usize)
+                .filter(|&p| p >= cursor)
+                .and_then(|p| key_at(line, p, needle))
+            {
+                if t > 0 {
+                    tails.swap(0, t);
+                }
+                return Some(at);
+            }
+        }
+        // Still in order: search from here. A match before an `AdditionalFields` object is
+        // not known to be outside it, but objects leave the fast pass.
+        let (k, v) = Self::find(line, slot, cursor, (usize::MAX, usize::MAX))?;
+        remember(gaps, k - cursor);
+        remember(tails, line.len() - k);
+        Some(v)
     }
 
     /// Finds every key and reads its value, in the order seen on the previous line: first at
