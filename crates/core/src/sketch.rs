@@ -26,7 +26,8 @@ pub struct SourceSketch {
     /// Hashes above this are never kept. `u64::MAX` until the sketch first fills.
     limit: u64,
     full: bool,
-    /// Up to `2k` entries between compactions; the canonical sample is the `k` smallest.
+    /// Up to [`Self::max_held`] entries between compactions; the canonical sample is the `k`
+    /// smallest.
     entries: FxHashMap<u64, u32>,
 }
 
@@ -87,12 +88,21 @@ impl SourceSketch {
         }
     }
 
-    /// An empty sketch with room for `n` sources (at most the `2k` held between compactions),
+    /// An empty sketch with room for `n` sources (at most those held between compactions),
     /// so a bin expected to be as busy as its predecessor does not regrow its map step by step.
     pub fn with_capacity(k: u32, n: usize) -> Self {
         let mut s = SourceSketch::new(k);
-        s.entries.reserve(n.min(2 * k as usize));
+        s.entries.reserve(n.min(s.max_held()));
         s
+    }
+
+    /// Entries held before compacting back to the k smallest: 1.5k keeps the map in half the
+    /// buckets that 2k would need (a map fills at most 7/8 of a power of two), so a busy bin's
+    /// sketches stay small in cache; the sample itself does not depend on it.
+    #[inline]
+    fn max_held(&self) -> usize {
+        let k = self.k as usize;
+        k + k / 2
     }
 
     /// Entries held now (the sample plus spares awaiting compaction): a size hint.
@@ -112,7 +122,7 @@ impl SourceSketch {
         }
         let c = self.entries.entry(h).or_insert(0);
         *c = c.saturating_add(weight);
-        if self.entries.len() >= 2 * self.k as usize {
+        if self.entries.len() >= self.max_held() {
             self.compact();
         }
     }
@@ -151,7 +161,7 @@ impl SourceSketch {
         let mut v: Vec<(u64, u32)> = self.entries.iter().map(|(&h, &c)| (h, c)).collect();
         let k = self.k as usize;
         if v.len() > k {
-            // Up to 2k entries between compactions: only the k kept need sorting.
+            // Spare entries wait for compaction: only the k kept need sorting.
             v.select_nth_unstable_by_key(k - 1, |e| e.0);
             v.truncate(k);
         }
