@@ -163,6 +163,49 @@ fn quote_or_backslash_mask(b: &[u8; 16]) -> u32 {
     }
 }
 
+/// Bit masks of the `"` and of the `\\` in a 64-byte block.
+#[inline]
+pub(crate) fn quote_backslash_masks(b: &[u8; 64]) -> (u64, u64) {
+    let mut out = (0u64, 0u64);
+    for (k, chunk) in b.chunks_exact(16).enumerate() {
+        let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
+            continue;
+        };
+        let (q, bs) = quote_and_backslash_mask(chunk);
+        out.0 |= u64::from(q) << (16 * k);
+        out.1 |= u64::from(bs) << (16 * k);
+    }
+    out
+}
+
+/// Bit `k` of the first mask set when byte `k` of `b` is `"`, of the second when it is `\\`.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[inline(always)]
+fn quote_and_backslash_mask(b: &[u8; 16]) -> (u32, u32) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+    };
+    // SAFETY: `b` is 16 readable bytes (an unaligned load); SSE2 is part of x86-64.
+    unsafe {
+        let v = _mm_loadu_si128(b.as_ptr().cast::<__m128i>());
+        let q = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let bs = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        (_mm_movemask_epi8(q) as u32, _mm_movemask_epi8(bs) as u32)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn quote_and_backslash_mask(b: &[u8; 16]) -> (u32, u32) {
+    b.iter().enumerate().fold((0, 0), |(q, bs), (k, &c)| {
+        (
+            q | (u32::from(c == b'"') << k),
+            bs | (u32::from(c == b'\\') << k),
+        )
+    })
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn quote_or_backslash_mask(b: &[u8; 16]) -> u32 {
