@@ -305,10 +305,10 @@ const NSLOTS: usize = NKEYS + 1;
 const AF_SLOT: usize = NKEYS;
 
 /// Gaps remembered per slot.
-const GAPS: usize = 4;
+const GAPS: usize = 8;
 
 /// Distances from the line end remembered per slot.
-const TAILS: usize = 2;
+const TAILS: usize = 4;
 
 /// Puts `v` first in a most-recent-first list of guesses, dropping the oldest.
 #[inline]
