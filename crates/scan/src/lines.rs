@@ -151,6 +151,7 @@ fn run_part(
     let mut line_no = 0u64;
     let mut pos = 0usize;
     let mut handled = 0u64;
+    let mut batch = Vec::new();
     while pos < part.len() {
         // One pass finds the line end and the `{`/`[` the scanner must account for.
         let mut openers = Openers::default();
@@ -196,6 +197,22 @@ fn run_part(
             handled += 1;
             w.agg.add(&ev);
             continue;
+        }
+        // Storage exports wrap each row in an envelope; Event Hubs batches put many in one line.
+        if let Some(ev) = w.scanner.scan_envelope(line, &openers, &mut w.agg) {
+            handled += 1;
+            w.agg.add(&ev);
+            continue;
+        }
+        if line.starts_with(b"{\"records\":[") {
+            batch.clear();
+            if w.scanner.scan_batch(line, &mut w.agg, &mut batch).is_some() {
+                handled += batch.len() as u64;
+                for ev in &batch {
+                    w.agg.add(ev);
+                }
+                continue;
+            }
         }
         if trim(line).is_empty() {
             continue;

@@ -55,6 +55,16 @@ const KEY_NAMES: [&[u8]; NSLOTS] = [
 static FINDERS: LazyLock<[Finder<'static>; NSLOTS]> =
     LazyLock::new(|| KEY_NAMES.map(|k| Finder::new(k).into_owned()));
 
+static PROPERTIES: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"properties\"").into_owned());
+static CATEGORY: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"category\"").into_owned());
+/// Between two records of an Event Hubs batch: the end of one envelope (its row and itself)
+/// and the start of the next. The pattern cannot occur inside a JSON string (the quote after
+/// `{` would have to be escaped).
+static NEXT_RECORD: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"}},{\"").into_owned());
+
 /// A located value: the bytes of a JSON value, classified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Val<'a> {
@@ -706,6 +716,98 @@ impl Scanner {
         Some(out)
     }
 
+    /// The row inside a Streaming API envelope line (`{"time":…,"category":
+    /// "AdvancedHunting-DeviceNetworkEvents",…,"properties":{row},"Tenant":…}`, as in Storage
+    /// exports), through [`Scanner::scan_row_with`]. `None` for anything else (another table,
+    /// containers in the envelope, odd members after the row): the full parser decides.
+    pub fn scan_envelope(
+        &mut self,
+        raw: &[u8],
+        openers: &Openers,
+        agg: &mut Aggregator,
+    ) -> Option<Event> {
+        let lead = raw.len() - trim_start(raw).len();
+        let line = trim(raw);
+        if !line.starts_with(b"{") || !line.ends_with(b"}") {
+            return None;
+        }
+        let k = PROPERTIES.find(line)?;
+        let v = skip_ws(line, key_at(line, k, b"\"properties\"")?);
+        if line.get(v) != Some(&b'{') {
+            return None;
+        }
+        // Nothing nested in the envelope before its row: then every key found there is the
+        // envelope's own.
+        let head = &line[..k];
+        let c = CATEGORY.find(head)?;
+        let (category, _) = read_value(head, key_at(head, c, b"\"category\"")?)?;
+        let Val::Str(category) = category else {
+            return None;
+        };
+        if !category.eq_ignore_ascii_case(b"AdvancedHunting-DeviceNetworkEvents")
+            && !category.eq_ignore_ascii_case(b"DeviceNetworkEvents")
+        {
+            return None;
+        }
+        // The row ends at the last `}` before the envelope's own. What follows it (Storage
+        // exports add `"Tenant"`) must be whole members with no braces, brackets or escapes:
+        // an odd number of quotes there would mean that `}` sat inside a string.
+        let close = v + memchr::memrchr(b'}', &line[v..line.len() - 1])?;
+        let tail = &line[close + 1..line.len() - 1];
+        if !tail.is_empty()
+            && (tail[0] != b','
+                || tail
+                    .iter()
+                    .any(|c| matches!(c, b'{' | b'[' | b'}' | b']' | b'\\'))
+                || tail.iter().filter(|&&c| c == b'"').count() % 2 == 1)
+        {
+            return None;
+        }
+        let row = &line[v..=close];
+        let shift = lead + v;
+        let mut inner = Openers::default();
+        for p in openers.iter()? {
+            if p == lead {
+                continue;
+            }
+            inner.push(p.checked_sub(shift)?);
+        }
+        self.scan_row_with(row, &inner, agg)
+    }
+
+    /// An Event Hubs batch line (`{"records":[envelope,envelope,…]}`): every record through
+    /// [`Scanner::scan_envelope`], into `out`. All or nothing: `None` (with `out` as it was)
+    /// when any record is not handled, and the full parser reads the whole line.
+    pub fn scan_batch(
+        &mut self,
+        raw: &[u8],
+        agg: &mut Aggregator,
+        out: &mut Vec<Event>,
+    ) -> Option<()> {
+        let line = trim(raw);
+        let body = line.strip_prefix(b"{\"records\":[")?.strip_suffix(b"]}")?;
+        let before = out.len();
+        let mut start = 0usize;
+        loop {
+            let end = match NEXT_RECORD.find(&body[start..]) {
+                Some(p) => start + p + 2,
+                None => body.len(),
+            };
+            let record = &body[start..end];
+            match self.scan_envelope(record, &Openers::find(record), agg) {
+                Some(ev) => out.push(ev),
+                None => {
+                    out.truncate(before);
+                    return None;
+                }
+            }
+            if end == body.len() {
+                return Some(());
+            }
+            start = end + 1;
+        }
+    }
+
     /// Parses one flat row line without allocation. `None` means "not handled": hand the line to
     /// the full parser, which also decides whether it is an error.
     pub fn scan_row(&mut self, line: &[u8], agg: &mut Aggregator) -> Option<Event> {
@@ -1044,6 +1146,11 @@ impl Openers {
             }
         }
         o
+    }
+
+    /// The offsets, or `None` when there were too many to keep.
+    fn iter(&self) -> Option<impl Iterator<Item = usize> + '_> {
+        (self.n <= OPENERS).then(|| self.at[..self.n].iter().map(|&p| p as usize))
     }
 
     /// Whether `ok` holds for every opener; false when there were too many to keep.
