@@ -6,7 +6,8 @@
 //!   with `memmem`), reads their bytes in place and builds an [`floodwatch_core::Event`]
 //!   without allocating; anything unusual (escapes, nested objects, envelopes, odd types,
 //!   missing keys) is handed to the caller's full parser, the [`Fallback`], so results are
-//!   those of the full parser on every line.
+//!   those of the full parser on every line. Storage-export envelopes and Event Hubs batches
+//!   ([`Scanner::scan_envelope`], [`Scanner::scan_batch`]) reach the same scanner for the row.
 //! - [`aggregate_lines`] splits a buffer of lines into one part per [`Worker`] and runs them on
 //!   scoped threads; each worker folds into its own `Aggregator`, and the finished aggregates
 //!   merge (`Aggregates::merge`) into the same result as one thread would produce.
