@@ -1,12 +1,11 @@
 //! Opening inputs (files, directory trees, stdin), undoing compression, sniffing the format and
 //! dispatching to a reader; strictness and progress across all of them.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipExample, SkipReason};
@@ -111,7 +110,14 @@ struct Break {
     error: io::Error,
 }
 
-type BreakCell = Rc<RefCell<Option<Break>>>;
+/// Shared with the decoding thread of [`ReadAhead`], hence a mutex.
+type BreakCell = Arc<Mutex<Option<Break>>>;
+
+/// The break slot, whether or not a thread panicked while holding it (it only ever holds a
+/// plain value).
+fn slot(brk: &BreakCell) -> MutexGuard<'_, Option<Break>> {
+    brk.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Turns the first read error into end of input (remembering it in `brk`) and counts bytes.
 struct Guard<R> {
@@ -122,7 +128,7 @@ struct Guard<R> {
 
 impl<R: Read> Read for Guard<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.brk.borrow().is_some() {
+        if slot(&self.brk).is_some() {
             return Ok(0);
         }
         loop {
@@ -133,7 +139,7 @@ impl<R: Read> Read for Guard<R> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    *self.brk.borrow_mut() = Some(Break {
+                    *slot(&self.brk) = Some(Break {
                         at: self.delivered,
                         error,
                     });
@@ -144,10 +150,74 @@ impl<R: Read> Read for Guard<R> {
     }
 }
 
+/// Reads its input on a thread of its own, a few blocks ahead of the caller: a gzip or zstd
+/// stream decodes on one core while the workers parse the blocks decoded before, instead of the
+/// two taking turns. At most [`Self::AHEAD`] blocks wait; buffers go back to the thread for reuse.
+struct ReadAhead {
+    blocks: mpsc::Receiver<Vec<u8>>,
+    spent: mpsc::Sender<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl ReadAhead {
+    const BLOCK: usize = 4 << 20;
+    const AHEAD: usize = 2;
+
+    fn new(mut inner: Box<dyn Read + Send>) -> Self {
+        let (send, blocks) = mpsc::sync_channel::<Vec<u8>>(Self::AHEAD);
+        let (spent, reuse) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            loop {
+                let mut buf = reuse
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(Self::BLOCK));
+                buf.clear();
+                // The reader below is a `Guard`: a decoding error ends the input (and is kept
+                // in its break slot) rather than coming out here.
+                let n = inner
+                    .by_ref()
+                    .take(Self::BLOCK as u64)
+                    .read_to_end(&mut buf)
+                    .unwrap_or_default();
+                if n > 0 && send.send(buf).is_err() {
+                    return; // the reader was dropped
+                }
+                if n < Self::BLOCK {
+                    return; // end of input; dropping `send` tells the reader
+                }
+            }
+        });
+        ReadAhead {
+            blocks,
+            spent,
+            current: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.current.len() {
+            let Ok(next) = self.blocks.recv() else {
+                return Ok(0);
+            };
+            let old = std::mem::replace(&mut self.current, next);
+            let _ = self.spent.send(old);
+            self.at = 0;
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// An input opened, decompressed and sniffed.
 struct Opened {
     /// The rest of the decompressed input after `head`.
-    rest: Box<dyn Read>,
+    rest: Box<dyn Read + Send>,
     /// The first bytes (BOM removed).
     head: Vec<u8>,
     /// 3 when a UTF-8 BOM was removed: offsets are reported in the original stream.
@@ -161,13 +231,13 @@ fn open(input: &Input) -> Result<Opened, IngestError> {
         path: input.path.clone().unwrap_or_else(|| PathBuf::from("-")),
         source,
     };
-    let raw: Box<dyn Read> = match &input.path {
+    let raw: Box<dyn Read + Send> = match &input.path {
         Some(p) => Box::new(File::open(p).map_err(io_err)?),
         None => Box::new(io::stdin()),
     };
     let mut raw = BufReader::with_capacity(256 << 10, raw);
     let compression = Compression::detect(raw.fill_buf().map_err(io_err)?);
-    let decoded: Box<dyn Read> = match compression {
+    let decoded: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(raw),
         // Multi-member: `cat a.gz b.gz` and many log shippers write several gzip members.
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
@@ -175,11 +245,11 @@ fn open(input: &Input) -> Result<Opened, IngestError> {
             Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(io_err)?)
         }
     };
-    let brk: BreakCell = Rc::new(RefCell::new(None));
+    let brk: BreakCell = Arc::new(Mutex::new(None));
     let mut guard = Guard {
         inner: decoded,
         delivered: 0,
-        brk: Rc::clone(&brk),
+        brk: Arc::clone(&brk),
     };
     let mut head = vec![0u8; SNIFF];
     let mut filled = 0;
@@ -410,7 +480,7 @@ fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> 
                 inner: io::Cursor::new(head).chain(rest),
                 n: 0,
             };
-            let truncated = || brk.borrow().is_some();
+            let truncated = || slot(&brk).is_some();
             let w = first_worker(run);
             read_csv(
                 &mut counted,
@@ -457,7 +527,7 @@ fn read_document(
             path: input.path.clone().unwrap_or_else(|| PathBuf::from("-")),
             source: e,
         })?;
-    let truncated = || brk.borrow().is_some();
+    let truncated = || slot(&brk).is_some();
     if head.len() as u64 <= limit {
         run.diag.bytes_read += head.len() as u64;
         let w = first_worker(run);
@@ -522,7 +592,7 @@ fn finish_input(
     compression: Compression,
     brk: &BreakCell,
 ) -> Result<(), IngestError> {
-    let Some(b) = brk.borrow_mut().take() else {
+    let Some(b) = slot(brk).take() else {
         return Ok(());
     };
     if compression == Compression::None {
@@ -654,12 +724,13 @@ fn read_mapped(run: &mut Run, path: &Path, name: &str, bom: u64) -> Result<(), I
 /// as it streams past.
 fn read_blocks(run: &mut Run, input: &Input, opened: Opened) -> Result<(), IngestError> {
     let Opened {
-        mut rest,
+        rest,
         head,
         bom,
         compression,
         brk,
     } = opened;
+    let mut rest = ReadAhead::new(rest);
     let max_line = run.opts.max_line_bytes;
     let io_err = |source| IngestError::Io {
         path: input.path.clone().unwrap_or_else(|| PathBuf::from("-")),
@@ -739,7 +810,7 @@ fn read_blocks(run: &mut Run, input: &Input, opened: Opened) -> Result<(), Inges
         run.check_strict()?;
     }
     if !buf.is_empty() && !skipping {
-        if brk.borrow().is_some() {
+        if slot(&brk).is_some() {
             // The last line was cut by the break; the truncation skip below accounts for it.
         } else {
             run.lines(Chunk {
@@ -881,16 +952,16 @@ mod tests {
                 Ok(3)
             }
         }
-        let brk: BreakCell = Rc::new(RefCell::new(None));
+        let brk: BreakCell = Arc::new(Mutex::new(None));
         let mut g = Guard {
             inner: Failing(2),
             delivered: 0,
-            brk: Rc::clone(&brk),
+            brk: Arc::clone(&brk),
         };
         let mut out = Vec::new();
         g.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"abcabc");
-        assert_eq!(brk.borrow().as_ref().map(|b| b.at), Some(6));
+        assert_eq!(slot(&brk).as_ref().map(|b| b.at), Some(6));
     }
 
     #[test]
@@ -1044,7 +1115,7 @@ mod tests {
             head,
             bom: 0,
             compression: Compression::None,
-            brk: Rc::new(RefCell::new(None)),
+            brk: Arc::new(Mutex::new(None)),
         };
         let input = Input {
             path: None,
