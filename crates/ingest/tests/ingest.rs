@@ -147,6 +147,51 @@ mod golden {
         assert_eq!(out.diagnostics.inputs, 2);
     }
 
+    /// Every fixture, and a larger input cut into several parts (bad lines among good ones,
+    /// no duplicates: those are removed per thread), read by one thread and by four.
+    #[test]
+    fn four_threads_give_one_threads_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.json");
+        let rows = std::fs::read_to_string(fixtures().join("ndjson.json")).unwrap();
+        let rows: Vec<&str> = rows.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut text = String::new();
+        for i in 0..6000usize {
+            let row = rows[i % rows.len()];
+            match i % 97 {
+                13 => text.push_str("{\"Timestamp\": nope}\n"),
+                // A new ReportId per copy, so no row repeats another.
+                _ => text.push_str(&format!(
+                    "{}\n",
+                    row.replacen("\"ReportId\":", &format!("\"ReportId\":{}0", i + 1), 1)
+                )),
+            }
+        }
+        std::fs::write(&big, text).unwrap();
+        assert!(std::fs::metadata(&big).unwrap().len() > 4 * (64 << 10));
+        let mut paths: Vec<PathBuf> = FIXTURES.iter().map(|f| fixtures().join(f.0)).collect();
+        paths.push(big);
+        for path in paths {
+            let with = |threads| {
+                run(
+                    std::slice::from_ref(&path),
+                    &IngestOptions {
+                        threads,
+                        ..opts(InputFormat::Auto)
+                    },
+                )
+            };
+            let (one, four) = (with(1), with(4));
+            assert_eq!(
+                one.aggregates.by_name(),
+                four.aggregates.by_name(),
+                "{}",
+                path.display()
+            );
+            assert_eq!(one.diagnostics, four.diagnostics, "{}", path.display());
+        }
+    }
+
     #[test]
     fn more_threads_same_result() {
         let one = run_auto(&fixtures().join("storage.json"));

@@ -114,9 +114,13 @@ pub fn aggregate_lines(
     lines_before
 }
 
-/// Cuts `data` into at most `n` parts of about equal size, each ending just after a `\n` (or at
-/// the end of the data). Returns (start, end) offsets.
+/// Cuts `data` into at most `n` parts of about equal size and at least 64 KiB, each ending just
+/// after a `\n` (or at the end of the data). Returns (start, end) offsets.
 fn split(data: &[u8], n: usize) -> Vec<(usize, usize)> {
+    // Below this much per part a thread costs more than it saves; small inputs then also read
+    // exactly as one thread does (duplicates included: see [`Worker`]).
+    const MIN_PART: usize = 64 << 10;
+    let n = n.min(data.len() / MIN_PART).max(1);
     let mut parts = Vec::with_capacity(n);
     let mut start = 0;
     for i in 1..n {
@@ -221,4 +225,37 @@ fn run_part(
     }
     diag.records_read += handled;
     line_no
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    fn lines(n: usize, len: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        for i in 0..n {
+            v.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, len - 1));
+            v.push(b'\n');
+        }
+        v
+    }
+
+    #[test]
+    fn parts_cover_the_data_at_line_ends_and_are_not_tiny() {
+        for (data, n, want) in [
+            (lines(3000, 500), 3, 3), // 1.5 MB: three parts
+            (lines(200, 500), 4, 1),  // 100 KB: one part of at least 64 KiB
+            (lines(300, 500), 4, 2),  // 150 KB: two
+            (Vec::new(), 2, 1),
+        ] {
+            let parts = split(&data, n);
+            assert_eq!(parts.len(), want, "{} bytes", data.len());
+            assert_eq!(parts.first().map(|p| p.0), Some(0));
+            assert_eq!(parts.last().map(|p| p.1), Some(data.len()));
+            for w in parts.windows(2) {
+                assert_eq!(w[0].1, w[1].0);
+                assert_eq!(data[w[0].1 - 1], b'\n');
+            }
+        }
+    }
 }
