@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipExample, SkipReason};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines};
+use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines, aggregate_lines_releasing};
 
 use crate::format::{BOM, Compression, InputFormat, ReaderKind};
 use crate::json::{parse_line, read_documents, read_documents_slice};
@@ -382,6 +382,28 @@ impl Run<'_> {
         let fallback: &Fallback = &parse_line;
         aggregate_lines(chunk, &mut self.workers, self.opts.max_line_bytes, fallback)
     }
+
+    /// [`Run::lines`] for a chunk that starts `at` bytes into `map`: the workers drop the
+    /// pages they are done with as they go, so a window is not resident all at once.
+    fn mapped_lines(&mut self, chunk: Chunk, map: &memmap2::Mmap, at: usize) -> u64 {
+        let fallback: &Fallback = &parse_line;
+        let release = |from: usize, to: usize| {
+            // SAFETY: DONTNEED on a read-only file mapping only drops this process's page-table
+            // entries; touching the range again reads the same file bytes back, so the slices
+            // into it stay valid (and the workers have finished with it anyway).
+            #[allow(unsafe_code)]
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, at + from, to - from)
+            };
+        };
+        aggregate_lines_releasing(
+            chunk,
+            &mut self.workers,
+            self.opts.max_line_bytes,
+            fallback,
+            &release,
+        )
+    }
 }
 
 pub(crate) fn run(
@@ -632,9 +654,9 @@ fn read_mapped(run: &mut Run, path: &Path, name: &str, bom: u64) -> Result<(), I
     let max_line = run.opts.max_line_bytes as u64;
     let mut start = bom.min(len);
     let mut line = 1u64;
-    // A window is always longer than the longest line allowed, so a window without a newline
-    // proves its line too long.
-    let base_window = (WINDOW as u64).max(max_line.saturating_add(2));
+    // A line longer than a window is mapped again in a window twice as big, up to the limit;
+    // the windows stay small for the common case, which keeps resident memory down.
+    let base_window = WINDOW as u64;
     let mut window = base_window;
     // Inside a line already reported as too long: step to its end.
     let mut skipping = false;
@@ -673,12 +695,13 @@ fn read_mapped(run: &mut Run, path: &Path, name: &str, bom: u64) -> Result<(), I
         let rest = &data[used..];
         match memchr::memrchr(b'\n', rest) {
             Some(i) => {
-                line += run.lines(Chunk {
+                let chunk = Chunk {
                     data: &rest[..=i],
                     source: name,
                     first_line: line,
                     base_offset: start + used as u64,
-                });
+                };
+                line += run.mapped_lines(chunk, &map, used);
                 used += i + 1;
                 window = base_window;
             }

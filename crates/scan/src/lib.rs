@@ -23,7 +23,9 @@ pub mod sample;
 mod split;
 
 pub use file::{FileOptions, aggregate_file};
-pub use lines::{Chunk, Fallback, Worker, aggregate_lines};
+pub use lines::{
+    Chunk, Fallback, RELEASE_STEP, Release, Worker, aggregate_lines, aggregate_lines_releasing,
+};
 pub use row::{Openers, Scanner, scan_row};
 
 #[cfg(test)]

@@ -59,6 +59,25 @@ pub fn aggregate_lines(
     max_line: usize,
     fallback: &Fallback,
 ) -> u64 {
+    aggregate_lines_releasing(chunk, workers, max_line, fallback, &|_, _| {})
+}
+
+/// Told by each worker which bytes of `chunk.data` it is done with, as (start, end) offsets,
+/// every [`RELEASE_STEP`] or so and on 2 MiB boundaries of the input, so that the caller can drop
+/// them from a memory map while the rest of the chunk is still being read.
+pub type Release<'a> = dyn Fn(usize, usize) + Sync + 'a;
+
+/// How much a worker reads between two calls of its [`Release`].
+pub const RELEASE_STEP: usize = 8 << 20;
+
+/// [`aggregate_lines`], handing finished ranges to `release` as the workers go.
+pub fn aggregate_lines_releasing(
+    chunk: Chunk<'_>,
+    workers: &mut [Worker],
+    max_line: usize,
+    fallback: &Fallback,
+    release: &Release,
+) -> u64 {
     let parts = split(chunk.data, workers.len().max(1));
     if workers.len() <= 1 || parts.len() <= 1 {
         let Some(w) = workers.first_mut() else {
@@ -66,7 +85,15 @@ pub fn aggregate_lines(
             return memchr::memchr_iter(b'\n', chunk.data).count() as u64;
         };
         let mut diag = Diagnostics::default();
-        let n = run_part(w, &mut diag, chunk, 0, chunk.data, max_line, fallback);
+        let n = run_part(
+            w,
+            &mut diag,
+            chunk,
+            (0, chunk.data),
+            max_line,
+            fallback,
+            release,
+        );
         w.diag.merge(&diag);
         return n;
     }
@@ -84,10 +111,10 @@ pub fn aggregate_lines(
                         w,
                         &mut diag,
                         chunk,
-                        start,
-                        &chunk.data[start..end],
+                        (start, &chunk.data[start..end]),
                         max_line,
                         fallback,
+                        release,
                     );
                     (n, diag)
                 })
@@ -147,16 +174,29 @@ fn run_part(
     w: &mut Worker,
     diag: &mut Diagnostics,
     chunk: Chunk<'_>,
-    part_start: usize,
-    part: &[u8],
+    (part_start, part): (usize, &[u8]),
     max_line: usize,
     fallback: &Fallback,
+    release: &Release,
 ) -> u64 {
+    // 2 MiB of the input: whole huge pages, where the kernel maps the file with them.
+    const ALIGN: u64 = 2 << 20;
+    let mut released = 0usize;
     let mut line_no = 0u64;
     let mut pos = 0usize;
     let mut handled = 0u64;
     let mut batch = Vec::new();
     while pos < part.len() {
+        if pos - released >= RELEASE_STEP {
+            // Everything before this line is done with; hand it back on a 2 MiB boundary.
+            let done = chunk.base_offset + (part_start + pos) as u64;
+            let upto = (done - done % ALIGN).saturating_sub(chunk.base_offset) as usize;
+            let from = part_start + released;
+            if upto > from {
+                release(from, upto);
+                released = upto - part_start;
+            }
+        }
         // One pass finds the line end and the `{`/`[` the scanner must account for.
         let mut openers = Openers::default();
         let mut i = pos;

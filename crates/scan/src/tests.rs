@@ -771,6 +771,50 @@ fn workers_agree_with_one_thread_and_with_the_reference() {
     assert_eq!(first.location.offset, Some(off));
 }
 
+/// The ranges handed back while reading lie inside the chunk, each worker's in order and
+/// without overlap, and end on 2 MiB boundaries of the input; reading with them changes nothing.
+#[test]
+fn released_ranges_are_done_with_and_change_nothing() {
+    let one = fixture();
+    let data: Vec<u8> = std::iter::repeat_n(one.as_slice(), 60)
+        .flatten()
+        .copied()
+        .collect();
+    assert!(data.len() > 2 * crate::RELEASE_STEP);
+    let chunk = Chunk {
+        data: &data,
+        source: "big",
+        first_line: 1,
+        base_offset: 12_345,
+    };
+    let calls = std::sync::Mutex::new(Vec::new());
+    let release = |from: usize, to: usize| calls.lock().expect("not poisoned").push((from, to));
+    let mut with: Vec<Worker> = (0..2).map(|_| Worker::new(new_agg())).collect();
+    let mut without: Vec<Worker> = (0..2).map(|_| Worker::new(new_agg())).collect();
+    let fb: &crate::Fallback = &reference_fallback;
+    let a = crate::aggregate_lines_releasing(chunk, &mut with, 1 << 20, fb, &release);
+    let b = aggregate_lines(chunk, &mut without, 1 << 20, fb);
+    assert_eq!(a, b);
+    for (x, y) in with.into_iter().zip(without) {
+        assert_eq!(x.diag, y.diag);
+        assert_eq!(x.agg.finish().by_name(), y.agg.finish().by_name());
+    }
+    let mut calls = calls.into_inner().expect("not poisoned");
+    assert!(calls.len() >= 2, "{calls:?}");
+    calls.sort_unstable();
+    for w in calls.windows(2) {
+        assert!(w[0].1 <= w[1].0, "{calls:?}");
+    }
+    for &(from, to) in &calls {
+        assert!(from < to && to <= data.len(), "{from}..{to}");
+        assert_eq!(
+            (chunk.base_offset + to as u64) % (2 << 20),
+            0,
+            "{from}..{to}"
+        );
+    }
+}
+
 #[test]
 fn skip_locations_are_absolute_in_every_part() {
     let data = fixture();
