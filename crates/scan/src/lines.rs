@@ -248,15 +248,13 @@ fn run_part(
             w.agg.add(&ev);
             continue;
         }
-        if line.starts_with(b"{\"records\":[") {
-            batch.clear();
-            if w.scanner.scan_batch(line, &mut w.agg, &mut batch).is_some() {
-                handled += batch.len() as u64;
-                for ev in &batch {
-                    w.agg.add(ev);
-                }
-                continue;
+        batch.clear();
+        if w.scanner.scan_batch(line, &mut w.agg, &mut batch).is_some() {
+            handled += batch.len() as u64;
+            for ev in &batch {
+                w.agg.add(ev);
             }
+            continue;
         }
         if trim(line).is_empty() {
             continue;
