@@ -40,6 +40,11 @@ pub struct IngestSection {
     /// Exact duplicates (same DeviceName, Timestamp, ReportId) are dropped when they occur within
     /// this much event time of each other; `"0s"` turns de-duplication off. Default `"1h"`.
     pub dedup_window: Option<String>,
+    /// How far behind the input before it an event may come and still count: older bins are
+    /// handed to detection as the input is read, which bounds memory on time-ordered input;
+    /// `"all"` keeps every bin to the end (for input in any order). Late events are reported
+    /// with where they were. Default `"1h"`.
+    pub lateness: Option<String>,
     /// Lines longer than this many bytes are skipped as `too-long`. Default 67108864 (64 MiB).
     pub max_line_bytes: Option<usize>,
 }

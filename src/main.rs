@@ -77,6 +77,11 @@ pub struct CommonArgs {
     /// Drop exact duplicates occurring within this much event time of each other (0s: off). Default 1h.
     #[arg(long, value_name = "DURATION")]
     pub dedup_window: Option<String>,
+    /// Events may come this much event time behind the input before them and still count;
+    /// older bins are handed to detection as the input is read, so memory stays bounded on
+    /// time-ordered input. `all` keeps every bin to the end (input in any order). Default 1h.
+    #[arg(long, value_name = "DURATION|all")]
+    pub lateness: Option<String>,
     /// Show progress on a terminal (never on a pipe).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub progress: bool,

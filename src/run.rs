@@ -9,11 +9,12 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use floodwatch_core::time::{Nanos, parse_duration, parse_rfc3339};
 use floodwatch_core::{
-    Aggregates, Aggregator, AllowList, BinWidth, ClassifyConfig, Diagnostics, PortSet, Profile,
+    Aggregates, Aggregator, AllowList, BinWidth, ClassifyConfig, Diagnostics, IngestStats, PortSet,
+    Profile, SkipReason,
 };
 use floodwatch_detect::Alert;
-use floodwatch_detect::floodwatch::{self as fw, FloodwatchConfig, TimeRange};
-use floodwatch_detect::seed::{self, SeedParams};
+use floodwatch_detect::floodwatch::{self as fw, FloodwatchConfig};
+use floodwatch_detect::seed::{self, SeedParams, SeedTable};
 use floodwatch_ingest::{IngestOptions, InputFormat};
 use floodwatch_output::{Format, IncidentRow};
 
@@ -107,6 +108,15 @@ pub fn settings(c: &CommonArgs, file: FileConfig) -> Result<Settings> {
         .or(file.ingest.dedup_window)
         .unwrap_or_else(|| "1h".into());
     let dedup = parse_duration(&dedup_s).map_err(|e| anyhow!("dedup window: {e}"))?;
+    let lateness_s = c
+        .lateness
+        .clone()
+        .or(file.ingest.lateness)
+        .unwrap_or_else(|| "1h".into());
+    ingest.lateness = match lateness_s.as_str() {
+        "all" => None,
+        l => Some(parse_duration(l).map_err(|e| anyhow!("lateness {l:?}: {e} (or \"all\")"))?),
+    };
     let seed = seed_cfg.validate(width).map_err(|e| anyhow!("{e}"))?;
     file.floodwatch
         .validate()
@@ -129,8 +139,94 @@ fn load_file(c: &CommonArgs) -> Result<FileConfig> {
     }
 }
 
-/// Reads every input into aggregates and reports what was skipped on stderr.
-pub fn read(inputs: &[PathBuf], s: &Settings) -> Result<(Aggregates, Diagnostics)> {
+/// When to score, as the user asked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Query {
+    /// Seed rule: evaluate at this bin boundary (default: the bin holding the newest event).
+    pub now: Option<Nanos>,
+    pub since: Option<Nanos>,
+    pub until: Option<Nanos>,
+    /// Score from the first event's bin on (as `since`, known only once all is read).
+    pub since_first_event: bool,
+}
+
+/// What a rule keeps of complete bins while ingest reads on: a few numbers a bin for the seed
+/// rule, the detector's own state for floodwatch's. Either way a bin's sketches go as soon as
+/// ingest seals it.
+enum Consumer {
+    Seed(SeedTable),
+    Floodwatch(Box<fw::Stream>),
+}
+
+impl Consumer {
+    fn new(s: &Settings, q: &Query) -> Self {
+        match s.rule {
+            Rule::Seed => Consumer::Seed(SeedTable::new(s.width)),
+            Rule::Floodwatch => {
+                Consumer::Floodwatch(Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)))
+            }
+        }
+    }
+
+    /// `complete`: bins at or above it may be incomplete.
+    fn push(&mut self, bins: &Aggregates, complete: i64) {
+        match self {
+            Consumer::Seed(t) => t.push(bins),
+            Consumer::Floodwatch(f) => f.push(bins, complete),
+        }
+    }
+
+    fn span(&mut self, stats: &IngestStats) {
+        if let Consumer::Seed(t) = self {
+            t.span(stats.min_ts, stats.max_ts);
+        }
+    }
+
+    fn outcome(&self, s: &Settings, q: &Query, stats: &IngestStats) -> Outcome {
+        let since = if q.since_first_event {
+            stats.min_ts
+        } else {
+            q.since
+        };
+        match self {
+            Consumer::Seed(t) => {
+                let alerts = if since.is_some() || q.until.is_some() {
+                    seed::run_scheduled_table(t, &s.seed, since, q.until)
+                } else {
+                    seed::run_table(t, &s.seed, q.now)
+                };
+                Outcome {
+                    alerts,
+                    incidents: Vec::new(),
+                }
+            }
+            Consumer::Floodwatch(f) => {
+                let d = f.finish(since);
+                Outcome {
+                    alerts: d.alerts,
+                    incidents: d.incidents,
+                }
+            }
+        }
+    }
+}
+
+/// The input read and the rule run over it.
+pub struct Detected {
+    consumer: Consumer,
+    pub stats: IngestStats,
+}
+
+impl Detected {
+    /// The alerts for `q` (whose `until` must be the one the input was read with).
+    pub fn outcome(&self, s: &Settings, q: &Query) -> Outcome {
+        self.consumer.outcome(s, q, &self.stats)
+    }
+}
+
+/// Reads every input and runs the rule over it as bins complete; reports what was skipped on
+/// stderr.
+pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detected> {
     let profile = match s.rule {
         Rule::Seed => Profile::SeedOnly,
         Rule::Floodwatch => Profile::Full,
@@ -140,19 +236,26 @@ pub fn read(inputs: &[PathBuf], s: &Settings) -> Result<(Aggregates, Diagnostics
             .with_profile(profile)
             .with_dedup_horizon(s.dedup)
     };
-    let out = floodwatch_ingest::ingest(inputs, &s.ingest, &make)?;
-    report_skips(&out.diagnostics, &out.aggregates);
-    Ok((out.aggregates, out.diagnostics))
+    let mut consumer = Consumer::new(s, q);
+    let out = floodwatch_ingest::ingest_into(inputs, &s.ingest, &make, &mut |bins| {
+        consumer.push(&bins, i64::MAX)
+    })?;
+    let stats = out.rest.stats;
+    report_skips(&out.diagnostics, &stats, s.ingest.lateness);
+    consumer.span(&stats);
+    let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
+    consumer.push(&out.rest, complete);
+    Ok(Detected { consumer, stats })
 }
 
-fn report_skips(d: &Diagnostics, a: &Aggregates) {
-    let dup = a.stats.duplicates;
+fn report_skips(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos>) {
+    let dup = stats.duplicates;
     if d.total_skipped() == 0 && dup == 0 {
         return;
     }
     let mut msg = format!(
         "floodwatch: read {} records, used {}",
-        d.records_read, a.stats.events
+        d.records_read, stats.events
     );
     if dup > 0 {
         msg.push_str(&format!("; dropped {dup} exact duplicate(s)"));
@@ -166,8 +269,16 @@ fn report_skips(d: &Diagnostics, a: &Aggregates) {
         eprintln!("  {ex}");
     }
     let shown = d.examples.len() as u64;
-    if d.total_skipped() > shown {
-        eprintln!("  ({} more not shown)", d.total_skipped() - shown);
+    let listed = d.total_skipped() - d.count(SkipReason::OtherTable);
+    if listed > shown {
+        eprintln!("  ({} more not shown)", listed - shown);
+    }
+    if d.count(SkipReason::Late) > 0 {
+        let horizon = lateness.map_or("all".to_owned(), |l| format!("{}s", l / 1_000_000_000));
+        eprintln!(
+            "floodwatch: {} event(s) came more than the lateness horizon ({horizon}) behind the input before them, after their bins had been scored; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
+            d.count(SkipReason::Late)
+        );
     }
 }
 
@@ -175,35 +286,6 @@ fn report_skips(d: &Diagnostics, a: &Aggregates) {
 pub struct Outcome {
     pub alerts: Vec<Alert>,
     pub incidents: Vec<fw::Incident>,
-}
-
-pub fn detect_on(
-    aggs: &Aggregates,
-    s: &Settings,
-    now: Option<Nanos>,
-    since: Option<Nanos>,
-    until: Option<Nanos>,
-) -> Outcome {
-    match s.rule {
-        Rule::Seed => {
-            let alerts = if since.is_some() || until.is_some() {
-                seed::run_scheduled(aggs, &s.seed, since, until)
-            } else {
-                seed::run(aggs, &s.seed, now)
-            };
-            Outcome {
-                alerts,
-                incidents: Vec::new(),
-            }
-        }
-        Rule::Floodwatch => {
-            let d = fw::run(aggs, &s.floodwatch, TimeRange { since, until });
-            Outcome {
-                alerts: d.alerts,
-                incidents: d.incidents,
-            }
-        }
-    }
 }
 
 fn incident_rows(incidents: &[fw::Incident]) -> Vec<IncidentRow> {
@@ -247,8 +329,13 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
     let since = time_arg("since", &a.since)?;
     let until = time_arg("until", &a.until)?;
     let s = settings(&a.common, file)?;
-    let (aggs, _) = read(&a.common.inputs, &s)?;
-    let out = detect_on(&aggs, &s, now, since, until);
+    let q = Query {
+        now,
+        since,
+        until,
+        since_first_event: false,
+    };
+    let out = read_detect(&a.common.inputs, &s, &q)?.outcome(&s, &q);
     if let Some(p) = &a.incidents {
         let mut w = BufWriter::new(
             File::create(p)
@@ -330,8 +417,8 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     let file = load_file(&a.common)?;
     let s = settings(&a.common, file)?;
     let labels = floodwatch_sim::read_labels(&a.labels)?;
-    let (aggs, _) = read(&a.common.inputs, &s)?;
-    let report = score(&aggs, &s, &labels, &targets(&a))?;
+    let read = read_detect(&a.common.inputs, &s, &SCORED)?;
+    let report = score(&read, &s, &labels, &targets(&a))?;
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", p.display()))?;
@@ -344,22 +431,30 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     })
 }
 
+/// Every bin from the first event's on; the seed rule thus runs as a schedule would: every bin,
+/// against its own baseline.
+const SCORED: Query = Query {
+    now: None,
+    since: None,
+    until: None,
+    since_first_event: true,
+};
+
 fn score(
-    aggs: &Aggregates,
+    read: &Detected,
     s: &Settings,
     labels: &[floodwatch_sim::Label],
     t: &floodwatch_sim::eval::Targets,
 ) -> Result<floodwatch_sim::eval::EvalReport> {
-    let (Some(start), Some(end)) = (aggs.stats.min_ts, aggs.stats.max_ts) else {
+    let (Some(start), Some(end)) = (read.stats.min_ts, read.stats.max_ts) else {
         bail!("no events in the input");
     };
-    // The seed rule is scored as a schedule would run it: every bin, against its own baseline.
-    let out = detect_on(aggs, s, None, Some(start), None);
+    let out = read.outcome(s, &SCORED);
     Ok(floodwatch_sim::eval::evaluate(
         &out.alerts,
         labels,
         (start, end),
-        aggs.width,
+        s.width,
         t,
     ))
 }
@@ -407,11 +502,12 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         ports: None,
         allow_sources: allow,
         dedup_window: None,
+        lateness: None,
         progress: io::stderr().is_terminal(),
     };
     let s = settings(&common, FileConfig::default())?;
-    let (aggs, _) = read(&common.inputs, &s)?;
-    let out = detect_on(&aggs, &s, None, None, None);
+    let read = read_detect(&common.inputs, &s, &SCORED)?;
+    let out = read.outcome(&s, &Query::default());
     let stdout = io::stdout();
     let mut w = BufWriter::new(stdout.lock());
     floodwatch_output::write_incidents(&mut w, &incident_rows(&out.incidents))?;
@@ -439,7 +535,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
     drop(w);
     let labels = floodwatch_sim::read_labels(&labels)?;
     let report = score(
-        &aggs,
+        &read,
         &s,
         &labels,
         &floodwatch_sim::eval::Targets::default(),

@@ -377,6 +377,23 @@ pub struct Aggregator {
     last_bin: (Nanos, Nanos, i64),
     /// The width `last_bin` was computed with (`width` is public).
     last_width: BinWidth,
+    /// Bins below this index were handed on by [`Aggregator::seal`]: an event for one of them
+    /// comes too late to be counted.
+    sealed_below: i64,
+    /// Oldest event time added since the last [`Aggregator::take_span`] (`Nanos::MAX`: none).
+    oldest_since: Nanos,
+}
+
+/// What [`Aggregator::add`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Aggregated.
+    Used,
+    /// An exact duplicate of an event already aggregated: dropped.
+    Duplicate,
+    /// Its bin was already sealed (see [`Aggregator::seal`]): dropped and counted in
+    /// [`IngestStats::late`].
+    Late,
 }
 
 /// Counters about what went into an [`Aggregates`].
@@ -386,6 +403,10 @@ pub struct IngestStats {
     pub events: u64,
     /// Exact duplicates dropped.
     pub duplicates: u64,
+    /// Events dropped because their bin had already been sealed and handed on: they came more
+    /// than the lateness horizon behind newer events (see `Sealer`).
+    #[serde(default)]
+    pub late: u64,
     /// Oldest and newest event time seen (`None` before the first event).
     pub min_ts: Option<Nanos>,
     pub max_ts: Option<Nanos>,
@@ -395,6 +416,7 @@ impl IngestStats {
     fn merge(&mut self, o: &IngestStats) {
         self.events += o.events;
         self.duplicates += o.duplicates;
+        self.late += o.late;
         self.min_ts = opt_min(self.min_ts, o.min_ts);
         self.max_ts = opt_max(self.max_ts, o.max_ts);
     }
@@ -431,6 +453,8 @@ impl Aggregator {
             stats: IngestStats::default(),
             last_bin: (1, 0, 0),
             last_width: width,
+            sealed_below: i64::MIN,
+            oldest_since: Nanos::MAX,
         }
     }
 
@@ -511,7 +535,7 @@ impl Aggregator {
     }
 
     #[inline]
-    pub fn add(&mut self, ev: &Event) {
+    pub fn add(&mut self, ev: &Event) -> Fate {
         let key = combine(
             combine(self.devices.name_hash(ev.device), ev.ts as u64),
             mix64(ev.report_id as u64),
@@ -519,7 +543,14 @@ impl Aggregator {
         let bin_index = self.bin_index(ev.ts);
         if !self.dedup.first_sight(ev.ts, bin_index, key) {
             self.stats.duplicates += 1;
-            return;
+            return Fate::Duplicate;
+        }
+        // Seen before the late test: an event behind the horizon says the input is out of
+        // order, which holds the sealing back (see `Sealer`).
+        self.oldest_since = self.oldest_since.min(ev.ts);
+        if bin_index < self.sealed_below {
+            self.stats.late += 1;
+            return Fate::Late;
         }
         let s = &mut self.stats;
         s.events += 1;
@@ -543,7 +574,7 @@ impl Aggregator {
             bin.seed.metered += 1;
         }
         if self.profile == Profile::SeedOnly {
-            return;
+            return Fate::Used;
         }
         if let Some(c) = verdict.count {
             let ca = &mut bin.classes[c as usize];
@@ -565,6 +596,56 @@ impl Aggregator {
             ca.bytes += ev.bytes.unwrap_or(0);
             ca.packets += ev.packets.unwrap_or(0);
             ca.metered += 1;
+        }
+        Fate::Used
+    }
+
+    /// Oldest and newest event time aggregated since the last call (newest: of all so far);
+    /// `None` when no event came in between.
+    pub fn take_span(&mut self) -> Option<(Nanos, Nanos)> {
+        let oldest = std::mem::replace(&mut self.oldest_since, Nanos::MAX);
+        match self.stats.max_ts {
+            Some(newest) if oldest != Nanos::MAX => Some((oldest, newest)),
+            _ => None,
+        }
+    }
+
+    /// Hands on every bin below index `below` and refuses later events for them (they are
+    /// counted as late). Sealing only moves forward: a lower `below` than before seals nothing
+    /// new. The result carries no stats; those stay here until [`Aggregator::finish`].
+    pub fn seal(&mut self, below: i64) -> Aggregates {
+        self.sealed_below = self.sealed_below.max(below);
+        let below = self.sealed_below;
+        let mut out = BTreeMap::new();
+        if self.bins.iter().any(|(k, _)| k.bin < below) {
+            for (k, b) in std::mem::take(&mut self.bins) {
+                if k.bin < below {
+                    out.insert(k, b);
+                } else {
+                    self.bins.push((k, b));
+                }
+            }
+            self.index = self
+                .bins
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (*k, i))
+                .collect();
+            for (d, r) in self.recent.iter_mut().enumerate() {
+                *r = r.and_then(|(bin, _)| {
+                    let key = BinKey {
+                        device: d as DeviceId,
+                        bin,
+                    };
+                    self.index.get(&key).map(|&slot| (bin, slot))
+                });
+            }
+        }
+        Aggregates {
+            width: self.width,
+            devices: self.devices.clone(),
+            bins: out,
+            stats: IngestStats::default(),
         }
     }
 
@@ -641,6 +722,20 @@ impl Aggregates {
             }
         }
         self.stats.merge(&other.stats);
+    }
+
+    /// Takes out the bins below index `below`, with a copy of the device table and no stats.
+    pub fn split_below(&mut self, below: i64) -> Aggregates {
+        let (low, high) = std::mem::take(&mut self.bins)
+            .into_iter()
+            .partition(|(k, _)| k.bin < below);
+        self.bins = high;
+        Aggregates {
+            width: self.width,
+            devices: self.devices.clone(),
+            bins: low,
+            stats: IngestStats::default(),
+        }
     }
 
     /// Device ids ordered by name, so output does not depend on which thread saw a device first.

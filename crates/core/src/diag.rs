@@ -31,6 +31,9 @@ pub enum SkipReason {
     /// An envelope of another Defender table (`category` is not DeviceNetworkEvents). Counted,
     /// not an error.
     OtherTable,
+    /// A good event that came after its bin had been sealed and handed to detection (more than
+    /// the lateness horizon out of order). Not an error of the input, but not counted.
+    Late,
 }
 
 impl SkipReason {
@@ -46,12 +49,13 @@ impl SkipReason {
             SkipReason::Binary => "binary",
             SkipReason::Truncated => "truncated",
             SkipReason::OtherTable => "other-table",
+            SkipReason::Late => "late",
         }
     }
 
     /// Whether `--strict` turns this into an error (other tables are expected on a shared hub).
     pub fn is_error(self) -> bool {
-        self != SkipReason::OtherTable
+        !matches!(self, SkipReason::OtherTable | SkipReason::Late)
     }
 }
 
@@ -120,8 +124,8 @@ impl Diagnostics {
     pub fn skip(&mut self, reason: SkipReason, location: Location, message: impl Into<String>) {
         *self.skipped.entry(reason).or_insert(0) += 1;
         // Other tables on a shared hub are expected, often by the thousand: count them, but keep
-        // the example slots for real errors.
-        if !reason.is_error() {
+        // the example slots for what a user must look at.
+        if reason == SkipReason::OtherTable {
             return;
         }
         if self.examples.len() < Self::MAX_EXAMPLES
@@ -134,6 +138,24 @@ impl Diagnostics {
             });
             self.examples.sort();
             self.examples.truncate(Self::MAX_EXAMPLES);
+        }
+    }
+
+    /// Counts an event [`crate::Aggregator::add`] found late, with where it was.
+    pub fn late(&mut self, location: Location) {
+        self.skip(
+            SkipReason::Late,
+            location,
+            "event time is more than the lateness horizon behind events already read, so its \
+             bin was already handed to detection; not counted",
+        );
+    }
+
+    /// Records what [`crate::Aggregator::add`] did, when the event was late.
+    #[inline]
+    pub fn note(&mut self, fate: crate::bins::Fate, location: impl FnOnce() -> Location) {
+        if fate == crate::bins::Fate::Late {
+            self.late(location());
         }
     }
 

@@ -15,16 +15,19 @@ pub mod classify;
 pub mod diag;
 pub mod hash;
 pub mod model;
+pub mod seal;
 pub mod sketch;
 pub mod stats;
 pub mod time;
 
 pub use bins::{
-    Aggregates, Aggregator, BinAgg, BinKey, ClassAgg, DeviceTable, IngestStats, Profile, SeedAgg,
+    Aggregates, Aggregator, BinAgg, BinKey, ClassAgg, DeviceTable, Fate, IngestStats, Profile,
+    SeedAgg,
 };
 pub use classify::{AllowList, Class, ClassifyConfig, PortSet, Verdict};
 pub use diag::{Diagnostics, Location, SkipExample, SkipReason};
 pub use model::{ActionType, DeviceId, Direction, Event, Ip, Protocol};
+pub use seal::Sealer;
 pub use sketch::{SourceSketch, TopSources};
 pub use stats::Moments;
 pub use time::{BinWidth, Nanos};

@@ -31,7 +31,9 @@
 use serde::{Deserialize, Serialize};
 
 use floodwatch_core::time::{NANOS_PER_HOUR, Nanos, parse_duration};
-use floodwatch_core::{Aggregates, Moments};
+use std::collections::BTreeMap;
+
+use floodwatch_core::{Aggregates, BinWidth, Moments};
 
 use crate::alert::{Alert, BaselineInfo, Confidence, RuleName, Severity};
 
@@ -120,18 +122,123 @@ impl SeedConfig {
     }
 }
 
+/// What the seed rule reads of one bin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedRow {
+    /// `RequestCount`.
+    pub count: u64,
+    /// `UniqueSourceIPs`.
+    pub distinct: u64,
+    /// `TotalBytes`.
+    pub total_bytes: Option<u64>,
+}
+
+/// Everything the seed rule reads, per device and bin: three numbers a bin, so the sketches of a
+/// bin can go as soon as it is complete ([`SeedTable::push`] as ingest seals bins).
+#[derive(Clone, Debug)]
+pub struct SeedTable {
+    width: BinWidth,
+    min_ts: Option<Nanos>,
+    max_ts: Option<Nanos>,
+    /// By device name, then bin index; only bins with seed traffic.
+    devices: BTreeMap<String, BTreeMap<i64, SeedRow>>,
+}
+
+impl SeedTable {
+    pub fn new(width: BinWidth) -> Self {
+        SeedTable {
+            width,
+            min_ts: None,
+            max_ts: None,
+            devices: BTreeMap::new(),
+        }
+    }
+
+    /// The table of a whole batch.
+    pub fn from_aggregates(aggs: &Aggregates) -> Self {
+        let mut t = SeedTable::new(aggs.width);
+        t.push(aggs);
+        t
+    }
+
+    /// Adds the bins of `chunk` and widens the time span by its stats. Each (device, bin) is
+    /// meant to come once; one that comes again adds its counts and keeps the larger distinct
+    /// count (a lower bound: sketches are gone by then).
+    pub fn push(&mut self, chunk: &Aggregates) {
+        self.span(chunk.stats.min_ts, chunk.stats.max_ts);
+        for (k, b) in &chunk.bins {
+            if b.seed.count == 0 {
+                continue;
+            }
+            let row = SeedRow {
+                count: b.seed.count,
+                distinct: b.seed.sources.distinct_u64(),
+                total_bytes: b.seed.total_bytes(),
+            };
+            let rows = match self.devices.get_mut(chunk.devices.name(k.device)) {
+                Some(rows) => rows,
+                None => self
+                    .devices
+                    .entry(chunk.devices.name(k.device).to_owned())
+                    .or_default(),
+            };
+            rows.entry(k.bin)
+                .and_modify(|r| {
+                    r.count += row.count;
+                    r.distinct = r.distinct.max(row.distinct);
+                    r.total_bytes = match (r.total_bytes, row.total_bytes) {
+                        (Some(a), Some(b)) => Some(a + b),
+                        (a, b) => a.or(b),
+                    };
+                })
+                .or_insert(row);
+        }
+    }
+
+    /// Widens the oldest / newest event time (stats come once ingest has read everything).
+    pub fn span(&mut self, min_ts: Option<Nanos>, max_ts: Option<Nanos>) {
+        self.min_ts = match (self.min_ts, min_ts) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_ts = self.max_ts.max(max_ts);
+    }
+
+    pub fn width(&self) -> BinWidth {
+        self.width
+    }
+
+    /// Bins held, over all devices.
+    pub fn len(&self) -> usize {
+        self.devices.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+}
+
 /// The default `now`: the start of the bin holding the newest event (that bin may be incomplete).
 pub fn default_now(aggs: &Aggregates) -> Option<Nanos> {
     aggs.stats.max_ts.map(|t| aggs.width.floor(t))
 }
 
+fn table_now(t: &SeedTable) -> Option<Nanos> {
+    t.max_ts.map(|m| t.width.floor(m))
+}
+
 /// Runs the seed rule at `now` (a bin boundary; rounded down to one if not). Alerts come in
 /// the query's order: `RequestCount` descending.
 pub fn run(aggs: &Aggregates, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> {
-    let Some(now) = now.or_else(|| default_now(aggs)) else {
+    run_table(&SeedTable::from_aggregates(aggs), p, now)
+}
+
+/// [`run`] over a [`SeedTable`].
+pub fn run_table(t: &SeedTable, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> {
+    let Some(now) = now.or_else(|| table_now(t)) else {
         return Vec::new();
     };
-    let width = aggs.width;
+    let width = t.width;
     let now_bin = width.index(now);
     let cur_bins = p.window / width.nanos();
     let base_bins = (p.baseline_start - p.window) / width.nanos();
@@ -139,17 +246,15 @@ pub fn run(aggs: &Aggregates, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> 
     let base_from = now_bin - p.baseline_start / width.nanos();
     let cfg = &p.cfg;
     let mut alerts = Vec::new();
-    for device in aggs.devices_by_name() {
+    for (device, rows) in &t.devices {
         // Baseline: zero-filled per-bin counts over [base_from, cur_from).
         let mut sum = 0u64;
         let mut seen = false;
         let mut base = Moments::default();
-        for (bin, agg) in aggs.device_bins(device) {
-            if bin >= base_from && bin < cur_from && agg.seed.count > 0 {
-                seen = true;
-                sum += agg.seed.count;
-                base.push(agg.seed.count as f64);
-            }
+        for row in rows.range(base_from.min(cur_from)..cur_from).map(|e| e.1) {
+            seen = true;
+            sum += row.count;
+            base.push(row.count as f64);
         }
         let baseline = seen.then(|| {
             let zeros = base_bins as u64 - base.n;
@@ -163,12 +268,9 @@ pub fn run(aggs: &Aggregates, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> 
             let sd = base.sample_stdev().unwrap_or(0.0);
             (mean, sd, sum)
         });
-        for (bin, agg) in aggs.device_bins(device) {
-            if bin < cur_from || bin >= now_bin || agg.seed.count == 0 {
-                continue;
-            }
-            let count = agg.seed.count;
-            let distinct = agg.seed.sources.distinct_u64();
+        for (&bin, row) in rows.range(cur_from..now_bin.max(cur_from)) {
+            let count = row.count;
+            let distinct = row.distinct;
             let mut reasons = Vec::new();
             let mut info = None;
             if let Some((mean, sd, _)) = baseline {
@@ -208,10 +310,10 @@ pub fn run(aggs: &Aggregates, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> 
             };
             alerts.push(Alert {
                 time_generated: width.start(bin),
-                device_name: aggs.devices.name(device).to_owned(),
+                device_name: device.clone(),
                 request_count: count,
                 unique_source_ips: distinct,
-                total_bytes: agg.seed.total_bytes(),
+                total_bytes: row.total_bytes,
                 attack_confidence: confidence,
                 rule: RuleName::Seed,
                 vector: None,
@@ -248,17 +350,27 @@ pub fn run_scheduled(
     since: Option<Nanos>,
     until: Option<Nanos>,
 ) -> Vec<Alert> {
-    let (Some(min), Some(newest)) = (aggs.stats.min_ts, default_now(aggs)) else {
+    run_scheduled_table(&SeedTable::from_aggregates(aggs), p, since, until)
+}
+
+/// [`run_scheduled`] over a [`SeedTable`].
+pub fn run_scheduled_table(
+    t: &SeedTable,
+    p: &SeedParams,
+    since: Option<Nanos>,
+    until: Option<Nanos>,
+) -> Vec<Alert> {
+    let (Some(min), Some(newest)) = (t.min_ts, table_now(t)) else {
         return Vec::new();
     };
-    let w = aggs.width;
+    let w = t.width;
     let from = w.index(since.unwrap_or(min).max(min));
     let to = w.index(until.unwrap_or(newest).min(newest));
     let mut alerts = Vec::new();
     for bin in from..to {
         let closed = w.start(bin);
         alerts.extend(
-            run(aggs, p, Some(w.start(bin + 1)))
+            run_table(t, p, Some(w.start(bin + 1)))
                 .into_iter()
                 .filter(|a| a.time_generated == closed),
         );

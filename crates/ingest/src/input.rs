@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
-use floodwatch_core::{Aggregator, Diagnostics, Location, SkipExample, SkipReason};
+use floodwatch_core::{
+    Aggregates, Aggregator, Diagnostics, Location, Sealer, SkipExample, SkipReason,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines, aggregate_lines_releasing};
@@ -16,7 +18,7 @@ use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines, aggregate_lines_
 use crate::format::{BOM, Compression, InputFormat, ReaderKind};
 use crate::json::{parse_line, read_documents, read_documents_slice};
 use crate::record::{ColumnIndex, CsvRow, to_event};
-use crate::{IngestError, IngestOptions, IngestOutput};
+use crate::{IngestError, IngestOptions, StreamOutput};
 
 /// Bytes sniffed to recognise a format.
 const SNIFF: usize = 64 << 10;
@@ -325,6 +327,9 @@ struct Run<'o> {
     /// Counts not owned by a worker: inputs, bytes, input-level skips.
     diag: Diagnostics,
     progress: Progress,
+    sealer: Sealer,
+    /// Takes the bins the sealer found complete.
+    sink: &'o mut dyn FnMut(Aggregates),
 }
 
 impl Run<'_> {
@@ -337,8 +342,16 @@ impl Run<'_> {
                 .sum::<u64>()
     }
 
-    fn tick(&self) {
+    /// After each stretch of input (a window, a block, a whole input): progress, and the bins
+    /// now complete handed on.
+    fn tick(&mut self) {
         self.progress.update(self.diag.bytes_read, self.records());
+        if let Some(done) = self
+            .sealer
+            .seal(self.workers.iter_mut().map(|w| &mut w.agg))
+        {
+            (self.sink)(done);
+        }
     }
 
     /// In strict mode, the first error-class skip so far, as an error.
@@ -410,16 +423,20 @@ pub(crate) fn run(
     inputs: &[PathBuf],
     opts: &IngestOptions,
     make_aggregator: &(dyn Fn() -> Aggregator + Sync),
-) -> Result<IngestOutput, IngestError> {
+    sink: &mut dyn FnMut(Aggregates),
+) -> Result<StreamOutput, IngestError> {
     let inputs = expand(inputs)?;
-    let workers = (0..opts.threads.max(1))
+    let workers: Vec<Worker> = (0..opts.threads.max(1))
         .map(|_| Worker::new(make_aggregator()))
         .collect();
+    let width = workers[0].agg.width;
     let mut run = Run {
         opts,
         workers,
         diag: Diagnostics::default(),
         progress: Progress::new(opts.progress),
+        sealer: Sealer::new(width, opts.lateness),
+        sink,
     };
     let mut formats = BTreeMap::new();
     for input in &inputs {
@@ -428,18 +445,15 @@ pub(crate) fn run(
         run.check_strict()?;
     }
     run.progress.finish();
-    let mut aggs = run.workers.into_iter().map(|w| (w.agg.finish(), w.diag));
-    let (mut aggregates, mut diagnostics) = match aggs.next() {
-        Some(first) => first,
-        None => (make_aggregator().finish(), Diagnostics::default()),
-    };
-    for (a, d) in aggs {
-        aggregates.merge(a);
-        diagnostics.merge(&d);
+    let mut rest = Aggregates::empty(width);
+    let mut diagnostics = Diagnostics::default();
+    for w in run.workers {
+        rest.merge(w.agg.finish());
+        diagnostics.merge(&w.diag);
     }
     diagnostics.merge(&run.diag);
-    Ok(IngestOutput {
-        aggregates,
+    Ok(StreamOutput {
+        rest,
         diagnostics,
         formats,
     })
@@ -952,7 +966,7 @@ fn csv_record(
         return;
     }
     match to_event(&row, agg) {
-        Ok(ev) => agg.add(&ev),
+        Ok(ev) => diag.note(agg.add(&ev), || loc_of(rec)),
         Err(r) => diag.skip(r.reason, loc_of(rec), r.message),
     }
 }
@@ -1081,6 +1095,8 @@ mod tests {
                 ))],
                 diag: Diagnostics::default(),
                 progress: Progress::new(false),
+                sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
+                sink: &mut |_| {},
             };
             let source = Location {
                 source: input.name.clone(),
@@ -1159,6 +1175,8 @@ mod tests {
             workers: vec![make(), make()],
             diag: Diagnostics::default(),
             progress: Progress::new(false),
+            sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
+            sink: &mut |_| {},
         };
         read_blocks(&mut run, &input, opened).unwrap();
         let mut events = 0;

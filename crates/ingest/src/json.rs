@@ -16,7 +16,7 @@ use std::io::{self, Read};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
-use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
+use floodwatch_core::{Aggregator, Diagnostics, Fate, Location, SkipReason};
 use serde::Deserialize;
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
@@ -106,6 +106,13 @@ impl Sink<'_> {
         }
     }
 
+    fn late_if(&mut self, fate: Fate) {
+        if fate == Fate::Late {
+            let at = self.location();
+            self.diag.late(at);
+        }
+    }
+
     /// Notes where the element whose JSON text is `text` starts.
     fn mark(&mut self, text: &str) {
         match &mut self.tracker {
@@ -148,7 +155,10 @@ impl Sink<'_> {
     fn row<R: Row + ?Sized>(&mut self, row: &R) {
         self.diag.records_read += 1;
         match to_event(row, self.agg) {
-            Ok(ev) => self.agg.add(&ev),
+            Ok(ev) => {
+                let fate = self.agg.add(&ev);
+                self.late_if(fate);
+            }
             Err(r) => self.reject(r),
         }
     }
@@ -192,7 +202,8 @@ impl Sink<'_> {
     fn flat_row(&mut self, row: &[u8]) -> bool {
         if let Some(ev) = floodwatch_scan::scan_row(row, self.agg) {
             self.diag.records_read += 1;
-            self.agg.add(&ev);
+            let fate = self.agg.add(&ev);
+            self.late_if(fate);
             return true;
         }
         match serde_json::from_slice::<Map<String, Value>>(row) {

@@ -27,6 +27,7 @@ mod input;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use floodwatch_core::time::Nanos;
 use floodwatch_core::{Aggregates, Aggregator, Diagnostics, SkipExample};
 
 pub use format::{InputFormat, UnknownFormat, sniff};
@@ -46,6 +47,11 @@ pub struct IngestOptions {
     /// Longest line accepted, in bytes; longer lines are skipped as too long without being
     /// buffered whole. Default 64 MiB.
     pub max_line_bytes: usize,
+    /// How far (event time) an event may come behind the events before it and still count;
+    /// bins further back are sealed and handed on as the input is read, so memory stays
+    /// bounded for input in time order (see [`floodwatch_core::seal`]). `None` (the default
+    /// here) keeps every bin to the end: exact for input in any order, memory grows with it.
+    pub lateness: Option<Nanos>,
 }
 
 impl Default for IngestOptions {
@@ -56,6 +62,7 @@ impl Default for IngestOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             progress: false,
             max_line_bytes: 64 << 20,
+            lateness: None,
         }
     }
 }
@@ -64,6 +71,17 @@ impl Default for IngestOptions {
 #[derive(Debug)]
 pub struct IngestOutput {
     pub aggregates: Aggregates,
+    pub diagnostics: Diagnostics,
+    /// The format each input was read as, by source name (`-` for stdin).
+    pub formats: BTreeMap<String, InputFormat>,
+}
+
+/// What [`ingest_into`] gives once every input is read.
+#[derive(Debug)]
+pub struct StreamOutput {
+    /// The bins not handed to the sink (the newest; the last of them may be incomplete), with
+    /// the stats of the whole input.
+    pub rest: Aggregates,
     pub diagnostics: Diagnostics,
     /// The format each input was read as, by source name (`-` for stdin).
     pub formats: BTreeMap<String, InputFormat>,
@@ -94,5 +112,28 @@ pub fn ingest(
     opts: &IngestOptions,
     make_aggregator: &(dyn Fn() -> Aggregator + Sync),
 ) -> Result<IngestOutput, IngestError> {
-    input::run(inputs, opts, make_aggregator)
+    let mut sealed: Vec<Aggregates> = Vec::new();
+    let out = ingest_into(inputs, opts, make_aggregator, &mut |bins| sealed.push(bins))?;
+    let mut aggregates = out.rest;
+    for bins in sealed {
+        aggregates.merge(bins);
+    }
+    Ok(IngestOutput {
+        aggregates,
+        diagnostics: out.diagnostics,
+        formats: out.formats,
+    })
+}
+
+/// [`ingest`] for a consumer of complete bins: `sink` gets them in time order as they are
+/// sealed (see [`IngestOptions::lateness`]), each (device, bin) once and never again in
+/// [`StreamOutput::rest`]. Bins handed on are not kept, so memory stays bounded by the bins
+/// still open.
+pub fn ingest_into(
+    inputs: &[PathBuf],
+    opts: &IngestOptions,
+    make_aggregator: &(dyn Fn() -> Aggregator + Sync),
+    sink: &mut dyn FnMut(Aggregates),
+) -> Result<StreamOutput, IngestError> {
+    input::run(inputs, opts, make_aggregator, sink)
 }

@@ -612,3 +612,134 @@ mod bad_input {
         }
     }
 }
+
+/// Bins sealed and handed on while reading (`lateness`): the same bins as keeping all, each
+/// handed on once and in time order; events behind the horizon counted where they were.
+mod sealing {
+    use super::*;
+    use floodwatch_ingest::ingest_into;
+
+    /// One file per hour from 08:00, each a row a minute for two devices.
+    fn hourly(dir: &tempfile::TempDir, hours: &[u32]) -> Vec<PathBuf> {
+        hours
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let mut text = String::new();
+                for m in 0..60u32 {
+                    for d in 1..=2 {
+                        text.push_str(&format!(
+                            r#"{{"Timestamp":"2025-12-22T{h:02}:{m:02}:07Z","DeviceName":"web-0{d}","ActionType":"InboundConnectionAccepted","RemoteIP":"203.0.113.{}","LocalPort":443,"ReportId":{}}}"#,
+                            m + 1,
+                            h * 1000 + m * 10 + d
+                        ));
+                        text.push('\n');
+                    }
+                }
+                let p = dir.path().join(format!("{i:02}-h{h:02}.json"));
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .collect()
+    }
+
+    fn read(
+        paths: &[PathBuf],
+        lateness: Option<i64>,
+        threads: usize,
+    ) -> (Vec<Aggregates>, IngestOutput) {
+        let o = IngestOptions {
+            lateness,
+            threads,
+            ..opts(InputFormat::Auto)
+        };
+        let mut chunks = Vec::new();
+        let out = ingest_into(paths, &o, &make, &mut |c| chunks.push(c)).unwrap();
+        let mut all = out.rest;
+        for c in &chunks {
+            all.merge(c.clone());
+        }
+        (
+            chunks,
+            IngestOutput {
+                aggregates: all,
+                diagnostics: out.diagnostics,
+                formats: out.formats,
+            },
+        )
+    }
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    #[test]
+    fn in_order_input_is_handed_on_as_it_completes_with_nothing_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = hourly(&dir, &[8, 9, 10, 11, 12, 13]);
+        let (none, kept) = read(&paths, None, 1);
+        assert!(none.is_empty());
+        for threads in [1, 3] {
+            let (chunks, sealed) = read(&paths, Some(HOUR), threads);
+            // After each file from the second on, bins more than an hour behind that file's
+            // oldest event are complete: 08:00-09:00 after the 10:00 file, and so on.
+            assert_eq!(chunks.len(), 4, "{threads} threads");
+            let mut floor = i64::MIN;
+            for c in &chunks {
+                assert_eq!(c.bins.len(), 2 * 12, "an hour of two devices");
+                let lo = c.bins.keys().map(|k| k.bin).min().unwrap();
+                assert!(lo >= floor, "chunks come in time order");
+                floor = c.bins.keys().map(|k| k.bin).max().unwrap() + 1;
+            }
+            assert_eq!(
+                chunks[0].bins.keys().map(|k| k.bin).min(),
+                Some(bin("2025-12-22T08:00:00Z"))
+            );
+            assert_eq!(sealed.aggregates.by_name(), kept.aggregates.by_name());
+            assert_eq!(sealed.aggregates.stats, kept.aggregates.stats);
+            assert_eq!(sealed.diagnostics, kept.diagnostics);
+        }
+    }
+
+    #[test]
+    fn reverse_order_input_keeps_every_bin_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = hourly(&dir, &[13, 12, 11, 10, 9, 8]);
+        let (chunks, sealed) = read(&paths, Some(HOUR), 2);
+        assert!(chunks.is_empty());
+        assert_eq!(sealed.aggregates.stats.events, 6 * 120);
+        assert_eq!(sealed.aggregates.stats.late, 0);
+    }
+
+    #[test]
+    fn an_hour_read_after_later_hours_is_late_counted_and_located() {
+        let dir = tempfile::tempdir().unwrap();
+        // 09:00 comes again (new ReportIds) after 12:00, three hours behind.
+        let mut paths = hourly(&dir, &[8, 9, 10, 11, 12]);
+        let again = dir.path().join("99-again.json");
+        let text = std::fs::read_to_string(&paths[1])
+            .unwrap()
+            .replace("\"ReportId\":9", "\"ReportId\":7");
+        std::fs::write(&again, text).unwrap();
+        paths.push(again.clone());
+        let (_, sealed) = read(&paths, Some(HOUR), 2);
+        let d = &sealed.diagnostics;
+        assert_eq!(d.count(SkipReason::Late), 120);
+        assert_eq!(sealed.aggregates.stats.late, 120);
+        assert_eq!(sealed.aggregates.stats.events, 5 * 120);
+        let first = d
+            .examples
+            .iter()
+            .find(|e| e.reason == SkipReason::Late)
+            .unwrap();
+        assert_eq!(first.location.source, again.display().to_string());
+        assert_eq!(first.location.line, Some(1));
+        assert!(
+            first.message.contains("lateness horizon"),
+            "{}",
+            first.message
+        );
+        // Keeping every bin, the same hour counts.
+        let (_, kept) = read(&paths, None, 2);
+        assert_eq!(kept.aggregates.stats.events, 6 * 120);
+        assert_eq!(kept.diagnostics.count(SkipReason::Late), 0);
+    }
+}

@@ -239,20 +239,20 @@ fn run_part(
         }
         if let Some(ev) = w.scanner.scan_row_with(line, &openers, &mut w.agg) {
             handled += 1;
-            w.agg.add(&ev);
+            diag.note(w.agg.add(&ev), location);
             continue;
         }
         // Storage exports wrap each row in an envelope; Event Hubs batches put many in one line.
         if let Some(ev) = w.scanner.scan_envelope(line, &openers, &mut w.agg) {
             handled += 1;
-            w.agg.add(&ev);
+            diag.note(w.agg.add(&ev), location);
             continue;
         }
         batch.clear();
         if w.scanner.scan_batch(line, &mut w.agg, &mut batch).is_some() {
             handled += batch.len() as u64;
             for ev in &batch {
-                w.agg.add(ev);
+                diag.note(w.agg.add(ev), location);
             }
             continue;
         }

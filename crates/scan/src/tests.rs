@@ -143,7 +143,9 @@ fn reference_line(line: &[u8], agg: &mut Aggregator) -> Result<Option<Event>, Sk
 fn reference_fallback(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut Diagnostics) {
     diag.records_read += 1;
     match reference_line(line, agg) {
-        Ok(Some(ev)) => agg.add(&ev),
+        Ok(Some(ev)) => {
+            agg.add(&ev);
+        }
         Ok(None) => {}
         Err(r) => diag.skip(r, loc, "reference"),
     }

@@ -114,3 +114,68 @@ fn bench_attack_gives_the_seed_rule_alert_rows() {
         assert!(a.unique_source_ips > 300);
     }
 }
+
+/// Detection fed bin chunks as ingest seals them gives what it gives over the whole batch:
+/// the floodwatch detector (with a device quiet for two hours, one gone dark for good, and
+/// chunk edges inside both) and the seed rule's table.
+#[test]
+fn chunks_as_sealed_give_the_batch_result() {
+    use floodwatch_detect::seed::{self, SeedConfig, SeedTable};
+    let (mut aggs, _) = dataset(4);
+    let w = aggs.width;
+    let first = w.index(aggs.stats.min_ts.unwrap());
+    let last = w.index(aggs.stats.max_ts.unwrap());
+    let quiet = first + 30 * 12..first + 32 * 12;
+    let dark = first + 50 * 12;
+    aggs.bins.retain(|k, _| {
+        let gone = k.device == 0 && quiet.contains(&k.bin) || k.device == 1 && k.bin >= dark;
+        !gone
+    });
+    let cfg = FloodwatchConfig::default();
+    let since = w.start(first + 36 * 12) + 1;
+    let ranges = [
+        TimeRange::default(),
+        TimeRange {
+            since: Some(since),
+            until: Some(w.start(last - 100)),
+        },
+    ];
+    let seed_params = SeedConfig::default().validate(w).unwrap();
+    let mut rest = aggs.clone();
+    let mut chunks = Vec::new();
+    // Floors at uneven steps, cutting through the quiet and dark spans.
+    let mut floor = first + 5;
+    while floor < last - 20 {
+        chunks.push(rest.split_below(floor));
+        floor += 97;
+    }
+    assert!(chunks.len() > 8);
+    for range in ranges {
+        let whole = floodwatch::run(&aggs, &cfg, range);
+        assert!(!whole.alerts.is_empty());
+        let mut stream = floodwatch::Stream::new(&cfg, w, range.until);
+        for c in &chunks {
+            stream.push(c, i64::MAX);
+        }
+        stream.push(&rest, last);
+        assert_eq!(stream.finish(range.since), whole, "{range:?}");
+    }
+    let mut table = SeedTable::new(w);
+    for c in &chunks {
+        table.push(c);
+    }
+    table.push(&rest);
+    table.span(aggs.stats.min_ts, aggs.stats.max_ts);
+    let whole = SeedTable::from_aggregates(&aggs);
+    assert_eq!(table.len(), whole.len());
+    assert_eq!(
+        seed::run_table(&table, &seed_params, None),
+        seed::run(&aggs, &seed_params, None)
+    );
+    let scheduled = seed::run_scheduled(&aggs, &seed_params, Some(since), None);
+    assert!(!scheduled.is_empty());
+    assert_eq!(
+        seed::run_scheduled_table(&table, &seed_params, Some(since), None),
+        scheduled
+    );
+}

@@ -91,7 +91,7 @@ pub mod novelty;
 #[allow(clippy::unwrap_used)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use floodwatch_core::time::Nanos;
 use floodwatch_core::{Aggregates, BinAgg};
@@ -131,64 +131,111 @@ fn ceil_index(width: floodwatch_core::BinWidth, t: Nanos) -> i64 {
 /// are ignored here.
 pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detection {
     let width = aggs.width;
-    let Some(max_ts) = aggs
+    let mut stream = Stream::new(cfg, width, range.until);
+    if let Some(max_ts) = aggs
         .stats
         .max_ts
         .or_else(|| aggs.bins.keys().map(|k| width.start(k.bin + 1)).max())
-    else {
-        return Detection::default();
-    };
-    let mut det = Detector::new(cfg, width).unwrap_or_else(|_| Detector::lenient(cfg, width));
-    let mut end = width.index(max_ts);
-    if let Some(u) = range.until {
-        end = end.min(ceil_index(width, u));
+    {
+        stream.push(aggs, width.index(max_ts));
     }
-    let since = range
-        .since
-        .map(|s| ceil_index(width, s))
-        .unwrap_or(i64::MIN);
-    // Each device exists from its first to its last event.
-    let devices: Vec<(&str, i64, i64, floodwatch_core::DeviceId)> = aggs
-        .devices_by_name()
-        .into_iter()
-        .filter_map(|d| {
-            let mut it = aggs.device_bins(d);
-            let first = it.next()?.0;
-            let last = aggs.device_bins(d).last().map(|x| x.0).unwrap_or(first);
-            Some((aggs.devices.name(d), first, last, d))
-        })
-        .collect();
-    let Some(start) = devices.iter().map(|d| d.1).min() else {
-        return Detection::default();
-    };
-    let empty = BinAgg::default();
-    let mut scored = Vec::new();
-    let mut last_bins: HashMap<String, i64> = HashMap::new();
-    for bin in start..end {
-        let live: Vec<(&str, &BinAgg)> = devices
-            .iter()
-            .filter(|d| d.1 <= bin && bin <= d.2)
-            .map(|d| (d.0, aggs.get(d.3, bin).unwrap_or(&empty)))
-            .collect();
-        if live.is_empty() {
-            continue;
+    stream.finish(range.since)
+}
+
+/// The detector fed with complete bins as they come (sealed by ingest, or a whole batch at
+/// once): the same result as [`run`] over all of them, in memory bounded by the detector's own
+/// state and the alerts.
+///
+/// A device exists from its first bin to its last: the quiet bins between two of its bins are
+/// scored as empty when its next bin comes (alone: an empty bin rises nowhere, so it changes
+/// nothing for other devices in the same bin), and quiet bins after its last are not scored.
+pub struct Stream {
+    det: Detector,
+    cfg: FloodwatchConfig,
+    width: floodwatch_core::BinWidth,
+    /// First bin index not scored (from `until`).
+    until: i64,
+    /// Per device: the bin after the last one scored.
+    next: HashMap<String, i64>,
+    scored: Vec<Scored>,
+}
+
+impl Stream {
+    pub fn new(
+        cfg: &FloodwatchConfig,
+        width: floodwatch_core::BinWidth,
+        until: Option<Nanos>,
+    ) -> Self {
+        Stream {
+            det: Detector::new(cfg, width).unwrap_or_else(|_| Detector::lenient(cfg, width)),
+            cfg: cfg.clone(),
+            width,
+            until: until.map_or(i64::MAX, |u| ceil_index(width, u)),
+            next: HashMap::new(),
+            scored: Vec::new(),
         }
-        for (name, _) in &live {
-            if bin >= since {
-                last_bins.insert((*name).to_owned(), bin);
+    }
+
+    /// Scores the bins of `chunk` below index `complete` in time order; bins at or above it are
+    /// dropped (the caller knows them incomplete). Every bin of a device must come after the
+    /// ones already pushed for it.
+    pub fn push(&mut self, chunk: &Aggregates, complete: i64) {
+        let end = complete.min(self.until);
+        let mut by_bin: BTreeMap<i64, Vec<(&str, &BinAgg)>> = BTreeMap::new();
+        for (k, agg) in &chunk.bins {
+            if k.bin < end {
+                by_bin
+                    .entry(k.bin)
+                    .or_default()
+                    .push((chunk.devices.name(k.device), agg));
             }
         }
-        let out = det.observe_bin(bin, &live);
-        if bin >= since {
-            scored.extend(out);
+        let empty = BinAgg::default();
+        for (bin, mut live) in by_bin {
+            live.sort_by(|a, b| a.0.cmp(b.0));
+            for &(name, _) in &live {
+                let from = self.next.get(name).copied().unwrap_or(bin);
+                for idle in from..bin {
+                    let out = self.det.observe_bin(idle, &[(name, &empty)]);
+                    self.scored.extend(out);
+                }
+            }
+            let out = self.det.observe_bin(bin, &live);
+            self.scored.extend(out);
+            for &(name, _) in &live {
+                match self.next.get_mut(name) {
+                    Some(n) => *n = (*n).max(bin + 1),
+                    None => {
+                        self.next.insert(name.to_owned(), bin + 1);
+                    }
+                }
+            }
         }
     }
-    let incidents = incident::build_incidents(&mut scored, width, cfg, &last_bins);
-    let mut alerts: Vec<Alert> = scored.into_iter().map(|s| s.alert).collect();
-    alerts.sort_by(|a, b| {
-        a.time_generated
-            .cmp(&b.time_generated)
-            .then(a.device_name.cmp(&b.device_name))
-    });
-    Detection { alerts, incidents }
+
+    /// Alerts and incidents of the bins starting at or after `since` (earlier bins only built
+    /// baselines), of what was pushed so far.
+    pub fn finish(&self, since: Option<Nanos>) -> Detection {
+        let since = since.map_or(i64::MIN, |s| ceil_index(self.width, s));
+        let mut scored: Vec<Scored> = self
+            .scored
+            .iter()
+            .filter(|s| s.bin >= since)
+            .cloned()
+            .collect();
+        let last_bins: HashMap<String, i64> = self
+            .next
+            .iter()
+            .filter(|&(_, &next)| next > since)
+            .map(|(name, &next)| (name.clone(), next - 1))
+            .collect();
+        let incidents = incident::build_incidents(&mut scored, self.width, &self.cfg, &last_bins);
+        let mut alerts: Vec<Alert> = scored.into_iter().map(|s| s.alert).collect();
+        alerts.sort_by(|a, b| {
+            a.time_generated
+                .cmp(&b.time_generated)
+                .then(a.device_name.cmp(&b.device_name))
+        });
+        Detection { alerts, incidents }
+    }
 }

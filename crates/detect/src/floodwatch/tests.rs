@@ -103,6 +103,7 @@ impl Fleet {
                 min_ts: Some(W.start(B0)),
                 // The newest event opens `end_bin`, which is therefore not scored.
                 max_ts: Some(W.start(end_bin) + NANOS_PER_SEC),
+                ..IngestStats::default()
             },
         }
     }
