@@ -166,6 +166,82 @@ mod errors {
         assert!(err.contains("line 2"), "{err}");
     }
 
+    /// Hourly files read in time order, then an hour again three hours late: those events are
+    /// reported as late with where they were, and count with `--lateness all`.
+    #[test]
+    fn late_events_are_reported_and_lateness_all_keeps_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let row = |h: u32, m: u32, s: u32, rid: u32| {
+            format!(
+                r#"{{"Timestamp":"2025-12-22T{h:02}:{m:02}:{s:02}Z","DeviceName":"web01","ActionType":"InboundConnectionAccepted","RemoteIP":"198.51.100.{}","LocalPort":443,"ReportId":{rid}}}"#,
+                s + 1
+            )
+        };
+        let mut paths = Vec::new();
+        for (i, h) in [8u32, 9, 10, 11, 12, 9].into_iter().enumerate() {
+            let text: Vec<String> = (0..60)
+                .flat_map(|m| (0..3).map(move |s| (m, s)))
+                .map(|(m, s)| row(h, m, s, i as u32 * 1000 + m * 3 + s))
+                .collect();
+            let p = dir.path().join(format!("{i}.json"));
+            std::fs::write(&p, text.join("\n")).expect("write");
+            paths.push(p.to_str().expect("path").to_owned());
+        }
+        let with = |lateness: &str| {
+            let mut args = vec![
+                "detect",
+                "--rule",
+                "seed",
+                "--since",
+                "2025-12-22T08:00:00Z",
+                "--output",
+                "jsonl",
+                "--distinct-threshold",
+                "2",
+                "--lateness",
+                lateness,
+            ];
+            args.extend(paths.iter().map(String::as_str));
+            run(&args)
+        };
+        let o = with("1h");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("read 1080 records, used 900"), "{err}");
+        assert!(err.contains("late 180"), "{err}");
+        assert!(err.contains("5.json: line 1 (byte 0): late"), "{err}");
+        assert!(err.contains("--lateness all"), "{err}");
+        let alerts = |o: &Output| -> Vec<(String, u64)> {
+            stdout(o)
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                    (
+                        v["TimeGenerated"].as_str().expect("time").to_owned(),
+                        v["RequestCount"].as_u64().expect("count"),
+                    )
+                })
+                .collect()
+        };
+        let sealed = alerts(&o);
+        let o = with("all");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stderr(&o).contains("late"), "{}", stderr(&o));
+        let kept = alerts(&o);
+        // The 09:00 hour counts twice with every bin kept, once when its second copy is late.
+        let at_9 = |v: &[(String, u64)]| {
+            v.iter()
+                .find(|a| a.0 == "2025-12-22T09:00:00Z")
+                .map(|a| a.1)
+        };
+        assert_eq!(at_9(&sealed), Some(15));
+        assert_eq!(at_9(&kept), Some(30));
+        assert_eq!(sealed.len(), kept.len());
+        let o = with("soon");
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).contains("lateness \"soon\""), "{}", stderr(&o));
+    }
+
     #[test]
     fn usage_and_io_errors_exit_non_zero() {
         let o = run(&["detect", "--rule", "nonsense", "x"]);

@@ -332,7 +332,11 @@ impl Deduper {
                 // A new bin: sized like the bin before it, so the set does not regrow (and
                 // rehash) a dozen times while the bin fills. Not like the largest kept: after a
                 // burst, every set of the next hour would be as big as the burst's.
-                let hint = self.sets.range(..bin).next_back().map_or(0, |(_, s)| s.len());
+                let hint = self
+                    .sets
+                    .range(..bin)
+                    .next_back()
+                    .map_or(0, |(_, s)| s.len());
                 FxHashSet::with_capacity_and_hasher(hint, Default::default())
             }
         };

@@ -213,6 +213,11 @@ impl Stream {
         }
     }
 
+    /// The detector's state: every device's history so far.
+    pub fn state(&self) -> &DetectorState {
+        &self.det.state
+    }
+
     /// Alerts and incidents of the bins starting at or after `since` (earlier bins only built
     /// baselines), of what was pushed so far.
     pub fn finish(&self, since: Option<Nanos>) -> Detection {

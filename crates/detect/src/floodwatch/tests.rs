@@ -656,3 +656,69 @@ proptest::proptest! {
         }
     }
 }
+
+/// What [`run`] must equal: every bin of every device from its first to its last bin, scored
+/// together, quiet bins as empty ones.
+fn bin_by_bin(aggs: &Aggregates, cfg: &FloodwatchConfig) -> (Vec<Alert>, DetectorState) {
+    let mut det = Detector::new(cfg, W).unwrap();
+    let end = W.index(aggs.stats.max_ts.unwrap());
+    let devs: Vec<(&str, i64, i64, floodwatch_core::DeviceId)> = aggs
+        .devices_by_name()
+        .into_iter()
+        .map(|d| {
+            let bins: Vec<i64> = aggs.device_bins(d).map(|x| x.0).collect();
+            (aggs.devices.name(d), bins[0], bins[bins.len() - 1], d)
+        })
+        .collect();
+    let empty = BinAgg::default();
+    let mut out = Vec::new();
+    for bin in devs.iter().map(|d| d.1).min().unwrap()..end {
+        let live: Vec<(&str, &BinAgg)> = devs
+            .iter()
+            .filter(|d| d.1 <= bin && bin <= d.2)
+            .map(|d| (d.0, aggs.get(d.3, bin).unwrap_or(&empty)))
+            .collect();
+        out.extend(det.observe_bin(bin, &live).into_iter().map(|s| s.alert));
+    }
+    out.sort_by(|a, b| {
+        a.time_generated
+            .cmp(&b.time_generated)
+            .then(a.device_name.cmp(&b.device_name))
+    });
+    (out, det.state)
+}
+
+#[test]
+fn quiet_bins_count_as_quiet_and_a_device_ends_at_its_last_bin() {
+    let mut f = Fleet::new();
+    // web02 builds a slow rise, goes quiet for two hours, and comes back with the same rise:
+    // the quiet in between must calm its CUSUM. web03 stops reporting for good.
+    f.normal("web01", B0..B0 + 2 * DAY, 200.0);
+    f.normal("web02", B0..ATTACK, 200.0);
+    f.normal("web02", ATTACK + 24..B0 + 2 * DAY, 200.0);
+    f.normal("web03", B0..ATTACK + 40, 200.0);
+    for b in (ATTACK - 8..ATTACK).chain(ATTACK + 24..ATTACK + 30) {
+        let normal: u64 = (200.0 * diurnal(b)).round() as u64;
+        f.flood("web02", b, Class::Web, normal * 8 / 10, 2, 42);
+    }
+    f.flood("web01", ATTACK + 60, Class::Web, 3000, 3, 7);
+    let aggs = f.finish(END);
+    let cfg = FloodwatchConfig::default();
+    let mut stream = Stream::new(&cfg, W, None);
+    stream.push(&aggs, W.index(aggs.stats.max_ts.unwrap()));
+    let mut got = stream.finish(None).alerts;
+    for a in &mut got {
+        a.incident_id = None;
+    }
+    let (want, state) = bin_by_bin(&aggs, &cfg);
+    assert!(want.iter().any(|a| a.device_name == "web01"));
+    assert!(want.iter().any(|a| a.device_name == "web02"));
+    assert_eq!(got, want);
+    // Same history too: the quiet bins are in it, web03's bins stop at its last.
+    assert_eq!(stream.state(), &state);
+    assert_eq!(
+        state.devices["web03"].next_bin(),
+        Some(ATTACK + 40),
+        "web03 ends at its last bin"
+    );
+}
