@@ -4,7 +4,8 @@
 #   --tiny     small dataset, one run: only checks that everything works and the rows match (CI)
 #   --runs N   timed runs per tool (default 5; medians are reported; the cache is warm)
 #   --threads  threads for both tools (default: all cores)
-#   --skip-2x  skip the 2x-larger file used to show that peak memory does not grow with input
+#   --skip-2x  skip the two 2x-larger files (denser, longer) used to show that peak memory does
+#              not grow with input
 #   --cache reread|as-is  reread (default): evict the input from the page cache and read it back
 #              before timing, so every run sees a file as read from disk; as-is: leave the cache
 #              as it is (e.g. a file just written in small pieces)
@@ -107,17 +108,26 @@ python3 bench/compare.py "$tmp/duckdb.jsonl" "$tmp/seed.jsonl"
 
 rss2_line=""
 if [ "$tiny" = 0 ] && [ "$skip2x" = 0 ]; then
-  data2=bench/data/bench-2.0.ndjson
-  if [ ! -s "$data2" ]; then
-    say "== generating $data2 (--scale 2.0) for the memory check"
-    "$fw" simulate --profile bench --scale 2.0 --out "$data2"
-  fi
-  settle "$data2"
-  once seed2 "$tmp/seed2.jsonl" "$fw" detect --rule seed --threads "$threads" --output jsonl "$data2"
-  once floodwatch2 "$tmp/floodwatch2.jsonl" "$fw" detect --rule floodwatch --threads "$threads" --output jsonl "$data2"
-  rss2_line=$(printf 'peak RSS on the 2x file (%s MB): seed %s MiB, floodwatch %s MiB' \
-    "$(awk -v b="$(stat -c %s "$data2")" 'BEGIN { printf "%.1f", b / 1e6 }')" \
-    "$(awk '{ printf "%.0f", $1 / 1024 }' "$tmp/seed2.rss")" "$(awk '{ printf "%.0f", $1 / 1024 }' "$tmp/floodwatch2.rss")")
+  # Twice the input two ways: twice the rows in the same hours (denser), and the same rate over
+  # twice the hours (longer).
+  rss_of() { awk '{ printf "%.0f", $1 / 1024 }' "$tmp/$1.rss"; }
+  for kind in 2.0 52h; do
+    data2=bench/data/bench-$kind.ndjson
+    if [ ! -s "$data2" ]; then
+      case $kind in
+        2.0) args=(--scale 2.0) ;;
+        52h) args=(--hours 52) ;;
+      esac
+      say "== generating $data2 (${args[*]}) for the memory check"
+      "$fw" simulate --profile bench "${args[@]}" --out "$data2"
+    fi
+    settle "$data2"
+    once "seed$kind" "$tmp/seed$kind.jsonl" "$fw" detect --rule seed --threads "$threads" --output jsonl "$data2"
+    once "floodwatch$kind" "$tmp/floodwatch$kind.jsonl" "$fw" detect --rule floodwatch --threads "$threads" --output jsonl "$data2"
+  done
+  rss2_line=$(printf 'peak RSS, twice the rows in the same 26 h (%s MB): seed %s MiB, floodwatch %s MiB\npeak RSS, the same rate over 52 h (%s MB): seed %s MiB, floodwatch %s MiB' \
+    "$(awk -v b="$(stat -c %s bench/data/bench-2.0.ndjson)" 'BEGIN { printf "%.1f", b / 1e6 }')" "$(rss_of seed2.0)" "$(rss_of floodwatch2.0)" \
+    "$(awk -v b="$(stat -c %s bench/data/bench-52h.ndjson)" 'BEGIN { printf "%.1f", b / 1e6 }')" "$(rss_of seed52h)" "$(rss_of floodwatch52h)")
 fi
 
 report() {
