@@ -148,7 +148,8 @@ mod golden {
     }
 
     /// Every fixture, and a larger input cut into several parts (bad lines among good ones,
-    /// no duplicates: those are removed per thread), read by one thread and by four.
+    /// no duplicates: those are removed per thread), read by one thread and by four, keeping
+    /// every bin or sealing them as they complete.
     #[test]
     fn four_threads_give_one_threads_result() {
         let dir = tempfile::tempdir().unwrap();
@@ -172,23 +173,24 @@ mod golden {
         let mut paths: Vec<PathBuf> = FIXTURES.iter().map(|f| fixtures().join(f.0)).collect();
         paths.push(big);
         for path in paths {
-            let with = |threads| {
-                run(
-                    std::slice::from_ref(&path),
-                    &IngestOptions {
-                        threads,
-                        ..opts(InputFormat::Auto)
-                    },
-                )
-            };
-            let (one, four) = (with(1), with(4));
-            assert_eq!(
-                one.aggregates.by_name(),
-                four.aggregates.by_name(),
-                "{}",
-                path.display()
-            );
-            assert_eq!(one.diagnostics, four.diagnostics, "{}", path.display());
+            // Also with bins sealed as they complete (the command line's default).
+            for lateness in [None, Some(3_600_000_000_000)] {
+                let with = |threads| {
+                    run(
+                        std::slice::from_ref(&path),
+                        &IngestOptions {
+                            threads,
+                            lateness,
+                            ..opts(InputFormat::Auto)
+                        },
+                    )
+                };
+                let (one, four) = (with(1), with(4));
+                let at = format!("{} {lateness:?}", path.display());
+                assert_eq!(one.aggregates.by_name(), four.aggregates.by_name(), "{at}");
+                assert_eq!(one.aggregates.stats, four.aggregates.stats, "{at}");
+                assert_eq!(one.diagnostics, four.diagnostics, "{at}");
+            }
         }
     }
 
