@@ -293,10 +293,8 @@ pub struct Scanner {
     /// Per slot: offsets of its key from the end of the line, most recent first.
     tails: [[u32; TAILS]; NSLOTS],
     ordered: bool,
-    last_device: Vec<u8>,
-    last_id: Option<DeviceId>,
-    devices: Vec<(Box<[u8]>, DeviceId)>,
-    actions: Vec<(Box<[u8]>, ActionType)>,
+    devices: NameCache<DeviceId, DEVICE_CACHE>,
+    actions: NameCache<ActionType, ACTION_CACHE>,
     /// `YYYY-MM-DDTHH:MM` of the last timestamp parsed in full, and its time at second 0.
     minute: [u8; 16],
     minute_nanos: Option<Nanos>,
@@ -322,8 +320,94 @@ fn remember<const N: usize>(list: &mut [u32; N], v: usize) {
 /// Action type spellings remembered (Defender has about twenty).
 const ACTION_CACHE: usize = 24;
 
-/// Devices remembered by name beyond the last one (rows interleave a few busy devices).
+/// Devices remembered by name (rows interleave a few busy devices).
 const DEVICE_CACHE: usize = 16;
+
+/// Slots of a [`NameCache`]'s hint table (a power of two, above the cache sizes, so that a few
+/// names rarely share a slot).
+const HINTS: usize = 32;
+
+/// Two slots in a hint table for a name of at least 8 bytes, from its length and its first
+/// and last words (device names differ at the start, action types at the end); `None` for
+/// shorter names, which are only searched.
+#[inline(always)]
+fn name_hash(s: &[u8]) -> Option<(usize, usize)> {
+    let n = s.len();
+    let first = u64::from_le_bytes(*s.first_chunk::<8>()?);
+    let last = u64::from_le_bytes(*s.last_chunk::<8>()?);
+    let x = (first ^ last.rotate_left(31) ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // Two fields of the top bits of a multiplicative hash; HINTS is 2^5.
+    Some(((x >> 59) as usize, (x >> 54) as usize % HINTS))
+}
+
+/// The last few names seen with what they stand for (a device id, an action type), found
+/// without a search: a table of hints gives, per [`name_hash`] slot, the index of the name
+/// last found there. A hint is only a guess (the name is compared before use), so a stale or
+/// colliding hint costs the list search, never a wrong value. Each name has two slots; it takes
+/// the second when another name already holds the first as its own, so two names that share
+/// one slot do not keep evicting each other.
+#[derive(Clone, Debug)]
+struct NameCache<V, const N: usize> {
+    entries: Vec<(Box<[u8]>, V)>,
+    hint: [u8; HINTS],
+}
+
+impl<V, const N: usize> Default for NameCache<V, N> {
+    fn default() -> Self {
+        NameCache {
+            entries: Vec::new(),
+            hint: [0; HINTS],
+        }
+    }
+}
+
+impl<V: Copy, const N: usize> NameCache<V, N> {
+    /// The value of `s` if a hint for `h` (its [`name_hash`]) points at it.
+    #[inline(always)]
+    fn hinted(&self, s: &[u8], h: Option<(usize, usize)>) -> Option<V> {
+        let (h1, h2) = h?;
+        for slot in [h1, h2] {
+            if let Some((n, v)) = self.entries.get(self.hint[slot] as usize)
+                && same(n, s)
+            {
+                return Some(*v);
+            }
+        }
+        None
+    }
+
+    /// The value of `s` from the list, or from `make` (then remembered, dropping the oldest
+    /// name when full); the hint updated either way. `None` when `make` declines.
+    #[inline(never)]
+    fn find_or_add(
+        &mut self,
+        s: &[u8],
+        h: Option<(usize, usize)>,
+        make: impl FnOnce(&[u8]) -> Option<V>,
+    ) -> Option<V> {
+        let (k, v) = match self.entries.iter().position(|(n, _)| same(n, s)) {
+            Some(k) => (k, self.entries[k].1),
+            None => {
+                let v = make(s)?;
+                if self.entries.len() >= N {
+                    self.entries.remove(0);
+                }
+                self.entries.push((s.into(), v));
+                (self.entries.len() - 1, v)
+            }
+        };
+        if let Some((h1, h2)) = h {
+            // The first slot, unless another name holds it as its own first slot.
+            let taken = self
+                .entries
+                .get(self.hint[h1] as usize)
+                .is_some_and(|(n, _)| !same(n, s) && name_hash(n).is_some_and(|(o, _)| o == h1));
+            let slot = if taken { h2 } else { h1 };
+            self.hint[slot] = u8::try_from(k).unwrap_or(u8::MAX);
+        }
+        Some(v)
+    }
+}
 
 /// The converted values of one row, filled key by key; `None` where a required key was not
 /// seen (the row then goes to the full parser).
@@ -951,6 +1035,9 @@ impl Scanner {
             PROTOCOL => {
                 f.protocol = match v {
                     None | Some(Some(Val::Null)) => Protocol::Unknown,
+                    // The two spellings Defender writes, without the case-blind prefix tests.
+                    Some(Some(Val::Str(b"Tcp"))) => Protocol::Tcp,
+                    Some(Some(Val::Str(b"Udp"))) => Protocol::Udp,
                     Some(Some(Val::Str(s))) => Protocol::parse(s),
                     _ => return None,
                 }
@@ -971,6 +1058,16 @@ impl Scanner {
     /// the same minute and the common `:SS[.fraction]Z` tail; anything else is parsed in full.
     #[inline]
     fn time(&mut self, s: &[u8]) -> Option<Nanos> {
+        // Defender's own form, `YYYY-MM-DDTHH:MM:SS.fffffffZ`: two word compares for the minute
+        // and a fixed-place tail.
+        if let Some(base) = self.minute_nanos
+            && let Ok(full) = <&[u8; 28]>::try_from(s)
+            && let (Some(prefix), Some(tail)) = (full.first_chunk::<16>(), full.last_chunk::<12>())
+            && same(prefix, &self.minute)
+            && let Some(t) = defender_tail(tail)
+        {
+            return Some(base + t);
+        }
         if let (Some(base), Some(prefix)) = (self.minute_nanos, s.get(..16))
             && same(prefix, &self.minute)
             && let Some(t) = seconds_tail(&s[16..])
@@ -990,41 +1087,25 @@ impl Scanner {
     /// [`ActionType::parse`] (a chain of comparisons), remembered for the few spellings seen.
     #[inline]
     fn action(&mut self, s: &[u8]) -> ActionType {
-        if let Some(&(_, a)) = self.actions.iter().find(|(n, _)| same(n, s)) {
+        let h = name_hash(s);
+        if let Some(a) = self.actions.hinted(s, h) {
             return a;
         }
-        let a = ActionType::parse(s);
-        if self.actions.len() >= ACTION_CACHE {
-            self.actions.remove(0);
-        }
-        self.actions.push((s.into(), a));
-        a
+        self.actions
+            .find_or_add(s, h, |s| Some(ActionType::parse(s)))
+            .unwrap_or_else(|| ActionType::parse(s))
     }
 
-    /// The device id of `name`: the last device, then the few before it, then the aggregator's
-    /// table (which validates and hashes the name).
+    /// The device id of `name`: the entry its hint points at, then the list of the last few,
+    /// then the aggregator's table (which validates and hashes the name).
     #[inline]
     fn device(&mut self, name: &[u8], agg: &mut Aggregator) -> Option<DeviceId> {
-        if let Some(id) = self.last_id
-            && same(&self.last_device, name)
-        {
+        let h = name_hash(name);
+        if let Some(id) = self.devices.hinted(name, h) {
             return Some(id);
         }
-        let id = match self.devices.iter().find(|(n, _)| same(n, name)) {
-            Some(&(_, id)) => id,
-            None => {
-                let id = agg.device(std::str::from_utf8(name).ok()?);
-                if self.devices.len() >= DEVICE_CACHE {
-                    self.devices.remove(0);
-                }
-                self.devices.push((name.into(), id));
-                id
-            }
-        };
-        self.last_device.clear();
-        self.last_device.extend_from_slice(name);
-        self.last_id = Some(id);
-        Some(id)
+        self.devices
+            .find_or_add(name, h, |n| Some(agg.device(std::str::from_utf8(n).ok()?)))
     }
 }
 
@@ -1080,11 +1161,36 @@ fn seconds_tail(t: &[u8]) -> Option<Nanos> {
     }
 }
 
+/// `:SS.fffffffZ` (seven fraction digits, as Defender writes them) as nanoseconds into the
+/// minute; the same value as [`seconds_tail`], with the fraction read as one word in place.
+/// `None` for anything else.
+#[inline(always)]
+fn defender_tail(t: &[u8; 12]) -> Option<Nanos> {
+    let (s1, s2) = (t[1].wrapping_sub(b'0'), t[2].wrapping_sub(b'0'));
+    if t[0] != b':' || t[3] != b'.' || s1 > 9 || s2 > 9 {
+        return None;
+    }
+    let sec = (s1 * 10 + s2) as i64;
+    let frac = u64::from_le_bytes(*t.last_chunk::<8>()?);
+    // The last byte is the `Z`; an eighth digit `0` in its place makes the fraction a number
+    // of 100 ns ticks times ten.
+    if sec > 60 || frac >> 56 != u64::from(b'Z') {
+        return None;
+    }
+    let f = eight_digits_word((frac & 0x00FF_FFFF_FFFF_FFFF) | (u64::from(b'0') << 56))?;
+    Some(sec * NANOS_PER_SEC + f as i64 * 10)
+}
+
 /// Eight ASCII digits as a number (the first most significant), `None` if any is not a digit;
 /// a few multiplications on one word instead of a loop.
 #[inline]
 fn eight_digits(b: [u8; 8]) -> Option<u32> {
-    let x = u64::from_le_bytes(b);
+    eight_digits_word(u64::from_le_bytes(b))
+}
+
+/// [`eight_digits`] on the bytes as a little-endian word.
+#[inline(always)]
+fn eight_digits_word(x: u64) -> Option<u32> {
     let all_digits = (x & 0xF0F0_F0F0_F0F0_F0F0)
         | ((x.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4)
         == 0x3333_3333_3333_3333;
@@ -1322,6 +1428,49 @@ mod tests {
             if let Some(t) = seconds_tail(&tail) {
                 prop_assert_eq!(Some(base + t), parse_rfc3339(&full).ok(), "{:?}", String::from_utf8_lossy(&tail));
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn defender_tail_agrees_with_seconds_tail(
+            t in proptest::array::uniform12(prop_oneof![
+                8 => b'0'..=b'9', 1 => Just(b':'), 1 => Just(b'.'), 1 => Just(b'Z'), 1 => any::<u8>(),
+            ]),
+            form in any::<bool>(),
+        ) {
+            // Half of the cases in the expected shape, so both answers are exercised.
+            let mut t = t;
+            if form {
+                t[0] = b':';
+                t[3] = b'.';
+                t[11] = b'Z';
+            }
+            let fast = defender_tail(&t);
+            if let Some(v) = fast {
+                prop_assert_eq!(Some(v), seconds_tail(&t));
+            } else {
+                // Declined only for tails that are not `:SS.fffffffZ` with SS at most 60.
+                let shaped = t[0] == b':' && t[3] == b'.' && t[11] == b'Z'
+                    && t[1..3].iter().chain(&t[4..11]).all(u8::is_ascii_digit)
+                    && (t[1] - b'0') * 10 + (t[2] - b'0') <= 60;
+                prop_assert!(!shaped, "{:?}", String::from_utf8_lossy(&t));
+            }
+        }
+    }
+
+    #[test]
+    fn defender_tail_examples() {
+        let cases: [(&[u8; 12], Option<Nanos>); 6] = [
+            (b":01.1234567Z", Some(1_123_456_700)),
+            (b":59.9999999Z", Some(59_999_999_900)),
+            (b":60.0000000Z", Some(60_000_000_000)),
+            (b":61.0000000Z", None),
+            (b":01.123456xZ", None),
+            (b":01.1234567z", None),
+        ];
+        for (t, want) in cases {
+            assert_eq!(defender_tail(t), want, "{:?}", String::from_utf8_lossy(t));
         }
     }
 

@@ -215,6 +215,48 @@ fn typical_rows_take_the_fast_path() {
     assert_eq!(agg.devices.name(ev.device), "web02.contoso.com");
 }
 
+/// More devices and action spellings than the scanner remembers or has hint slots for, short
+/// and long, in an order that keeps evicting them: every row still gets its own device and
+/// action, as the reference reads them.
+#[test]
+fn device_and_action_caches_never_mix_names_up() {
+    let actions = [
+        "InboundConnectionAccepted",
+        "inboundconnectionaccepted",
+        "ConnectionSuccess",
+        "ConnectionFailed",
+        "SslConnectionInspected",
+        "ConnectionSuccessAggregatedReport",
+        "Foo",
+        "Connection",
+        "ListeningConnectionCreated",
+        "ConnectionAttempt",
+        "ConnectionAttemptX",
+    ];
+    let mut agg = new_agg();
+    let mut sc = Scanner::new();
+    for i in 0..600u64 {
+        // 41 names: the cache holds 16, the hint table has 32 slots.
+        let k = (i * 7) % 41;
+        let name = match k % 4 {
+            0 => format!("h{k}"),
+            1 => format!("web{k:02}.contoso.com"),
+            2 => format!("{k}-a-rather-long-device-name-that-spans-words.contoso.com"),
+            _ => format!("mail{k}.c"),
+        };
+        let action = actions[(i as usize * 5) % actions.len()];
+        let line = typical(i, 1, action, "null").replacen("web01.contoso.com", &name, 1);
+        let ev = sc.scan_row(line.as_bytes(), &mut agg).expect("handled");
+        assert_eq!(agg.devices.name(ev.device), name, "{line}");
+        assert_eq!(ev.action, ActionType::parse(action.as_bytes()), "{line}");
+        assert_eq!(
+            reference_line(line.as_bytes(), &mut agg),
+            Ok(Some(ev)),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn unusual_rows_fall_back() {
     let mut agg = new_agg();
