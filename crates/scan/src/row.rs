@@ -282,7 +282,7 @@ fn port(v: Option<Option<Val<'_>>>) -> Option<Option<u16>> {
 /// - the last device names with their ids (interning hashes and validates the name), and the
 ///   action types seen;
 /// - the minute prefix of the last timestamp with its time (rows come in time order).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Scanner {
     /// Slots (keys, then `AdditionalFields`) in the order of the previous line.
     order: [u8; NSLOTS],
@@ -292,6 +292,12 @@ pub struct Scanner {
     gaps: [[u32; GAPS]; NSLOTS],
     /// Per slot: offsets of its key from the end of the line, most recent first.
     tails: [[u32; TAILS]; NSLOTS],
+    /// Per [`context`] of the row (device name and action type): the offset of the
+    /// `ReportId` key from the end of the previous value, last time. The columns before it are
+    /// the initiating process's, which a device's rows of one action type mostly share, so
+    /// this guesses right where the list of recent gaps is a lottery (under half the rows of
+    /// the bench file have it at the most recent one). `u32::MAX` when empty.
+    report_gaps: [u32; CONTEXTS],
     ordered: bool,
     devices: NameCache<DeviceId, DEVICE_CACHE>,
     actions: NameCache<ActionType, ACTION_CACHE>,
@@ -313,6 +319,23 @@ const GAPS: usize = 8;
 
 /// Distances from the line end remembered per slot.
 const TAILS: usize = 4;
+
+/// Row contexts told apart by [`context`] (a power of two).
+const CONTEXTS: usize = 256;
+
+/// One of [`CONTEXTS`] slots for the device name and action type read so far (either may be
+/// missing; that is a context too). Only a guess's key: two contexts that share a slot cost a
+/// probe, never a wrong value.
+#[inline(always)]
+fn context(f: &Fields<'_>) -> usize {
+    let name = f.name.map_or(0, |n| {
+        let word = n.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w));
+        word ^ n.len() as u64
+    });
+    let action = f.action.map_or(u64::MAX, |a| a as u64);
+    let x = (name ^ action.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    (x >> 56) as usize
+}
 
 /// Puts `v` first in a most-recent-first list of guesses, dropping the oldest.
 #[inline]
@@ -592,13 +615,24 @@ fn key_at(line: &[u8], p: usize, needle: &[u8]) -> Option<usize> {
     (line.get(c) == Some(&b':')).then_some(c + 1)
 }
 
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner::new()
+    }
+}
+
 impl Scanner {
     pub fn new() -> Self {
         Scanner {
             order: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
             gaps: [[u32::MAX; GAPS]; NSLOTS],
             tails: [[u32::MAX; TAILS]; NSLOTS],
-            ..Scanner::default()
+            report_gaps: [u32::MAX; CONTEXTS],
+            ordered: false,
+            devices: NameCache::default(),
+            actions: NameCache::default(),
+            minute: [0; 16],
+            minute_nanos: None,
         }
     }
 
@@ -644,7 +678,28 @@ impl Scanner {
             self.fast_step(line, 4, &mut cursor, &mut out)?;
             self.fast_step(line, 5, &mut cursor, &mut out)?;
             self.fast_step(line, 6, &mut cursor, &mut out)?;
-            self.fast_step(line, 7, &mut cursor, &mut out)?;
+            // `ReportId` follows the initiating process's columns: past its most recent gap,
+            // guessed by context before the other gaps.
+            let slot = Key::ReportId as usize;
+            let v = match key_at(
+                line,
+                cursor.saturating_add(self.gaps[slot][0] as usize),
+                KEY_NAMES[slot],
+            ) {
+                Some(v) => v,
+                None => {
+                    let ctx = context(&out);
+                    match self.context_guess(line, cursor, ctx) {
+                        Some(v) => v,
+                        None => {
+                            let v = self.probe_more(line, slot, cursor)?;
+                            self.learn_context(line, cursor, ctx);
+                            v
+                        }
+                    }
+                }
+            };
+            self.fast_value(line, slot, v, &mut cursor, &mut out)?;
             self.fast_step(line, AF_SLOT, &mut cursor, &mut out)?;
             return Some(out);
         }
@@ -679,6 +734,44 @@ impl Scanner {
             Some(v) => v,
             None => self.probe_more(line, slot, *cursor)?,
         };
+        self.fast_value(line, slot, v, cursor, out)
+    }
+
+    /// Where the `ReportId` key was for this row's context, as the offset after its colon.
+    #[inline(always)]
+    fn context_guess(&self, line: &[u8], cursor: usize, ctx: usize) -> Option<usize> {
+        let g = self.report_gaps[ctx % CONTEXTS];
+        key_at(
+            line,
+            cursor.saturating_add(g as usize),
+            KEY_NAMES[Key::ReportId as usize],
+        )
+    }
+
+    /// Remembers for `ctx` where the `ReportId` key was found past `from`, once
+    /// [`Scanner::probe_more`] has found it.
+    #[cold]
+    fn learn_context(&mut self, line: &[u8], from: usize, ctx: usize) {
+        // The key is at the most recent gap now (a probe's hit moves it first) unless the
+        // distance from the line end found it; check before remembering.
+        let slot = Key::ReportId as usize;
+        let g = self.gaps[slot][0];
+        if key_at(line, from.saturating_add(g as usize), KEY_NAMES[slot]).is_some() {
+            self.report_gaps[ctx % CONTEXTS] = g;
+        }
+    }
+
+    /// The rest of [`Scanner::fast_step`] once the key is found: the value from `v` (just
+    /// after the colon) read and converted into `out`, `cursor` moved past it.
+    #[inline(always)]
+    fn fast_value<'a>(
+        &mut self,
+        line: &'a [u8],
+        slot: usize,
+        v: usize,
+        cursor: &mut usize,
+        out: &mut Fields<'a>,
+    ) -> Option<()> {
         if slot == AF_SLOT {
             let v = skip_ws(line, v);
             let (end, af) = scan_additional_fields(line, v)?;
