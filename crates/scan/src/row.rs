@@ -1182,7 +1182,7 @@ impl Scanner {
 
     /// [`parse_rfc3339`], reusing the previous timestamp's `YYYY-MM-DDTHH:MM` when this one has
     /// the same minute and the common `:SS[.fraction]Z` tail; anything else is parsed in full.
-    #[inline]
+    #[inline(always)]
     fn time(&mut self, s: &[u8]) -> Option<Nanos> {
         // Defender's own form, `YYYY-MM-DDTHH:MM:SS.fffffffZ`: two word compares for the minute
         // and a fixed-place tail.
@@ -1194,6 +1194,12 @@ impl Scanner {
         {
             return Some(base + t);
         }
+        self.time_other(s)
+    }
+
+    /// [`Scanner::time`] for any other spelling or a new minute.
+    #[inline(never)]
+    fn time_other(&mut self, s: &[u8]) -> Option<Nanos> {
         if let (Some(base), Some(prefix)) = (self.minute_nanos, s.get(..16))
             && same(prefix, &self.minute)
             && let Some(t) = seconds_tail(&s[16..])
@@ -1211,7 +1217,7 @@ impl Scanner {
         Some(t)
     }
     /// [`ActionType::parse`] (a chain of comparisons), remembered for the few spellings seen.
-    #[inline]
+    #[inline(always)]
     fn action(&mut self, s: &[u8]) -> ActionType {
         let h = name_hash(s);
         if let Some(a) = self.actions.hinted(s, h) {
@@ -1224,7 +1230,7 @@ impl Scanner {
 
     /// The device id of `name`: the entry its hint points at, then the list of the last few,
     /// then the aggregator's table (which validates and hashes the name).
-    #[inline]
+    #[inline(always)]
     fn device(&mut self, name: &[u8], agg: &mut Aggregator) -> Option<DeviceId> {
         let h = name_hash(name);
         if let Some(id) = self.devices.hinted(name, h) {
