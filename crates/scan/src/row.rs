@@ -261,7 +261,7 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
 /// A port given as a JSON number or a numeric string. The argument is `None` for an absent key
 /// and `Some(None)` for a value the scanner could not read; the result `None` means "let the
 /// full parser decide".
-#[inline]
+#[inline(always)]
 fn port(v: Option<Option<Val<'_>>>) -> Option<Option<u16>> {
     match v {
         None | Some(Some(Val::Null)) => Some(None),
@@ -659,25 +659,24 @@ impl Scanner {
 
     /// The common case, without the general pass's bookkeeping: every key but `TimeGenerated`
     /// at one of its remembered gaps, in the learned order, values readable, `AdditionalFields`
-    /// null or an encoded string. `None` on anything else; the general pass then decides.
-    /// Each value is converted as soon as it is read.
+    /// null or an encoded string. `None` on anything else (with `out` partly filled); the
+    /// general pass then decides. Each value is converted into `out` as soon as it is read.
     #[inline]
-    fn locate_fast<'a>(&mut self, line: &'a [u8]) -> Option<Fields<'a>> {
+    fn locate_fast<'a>(&mut self, line: &'a [u8], out: &mut Fields<'a>) -> Option<()> {
         if !self.ordered {
             return None;
         }
-        let mut out = Fields::default();
         let mut cursor = 0usize;
         if self.order == SCHEMA_ORDER {
             // The schema's order, written out so that each step's key is known at compile time:
             // its compare is against constants and its conversion chosen without a jump table.
-            self.fast_step(line, 0, &mut cursor, &mut out)?;
-            self.fast_step(line, 1, &mut cursor, &mut out)?;
-            self.fast_step(line, 2, &mut cursor, &mut out)?;
-            self.fast_step(line, 3, &mut cursor, &mut out)?;
-            self.fast_step(line, 4, &mut cursor, &mut out)?;
-            self.fast_step(line, 5, &mut cursor, &mut out)?;
-            self.fast_step(line, 6, &mut cursor, &mut out)?;
+            self.fast_step(line, 0, &mut cursor, out)?;
+            self.fast_step(line, 1, &mut cursor, out)?;
+            self.fast_step(line, 2, &mut cursor, out)?;
+            self.fast_step(line, 3, &mut cursor, out)?;
+            self.fast_step(line, 4, &mut cursor, out)?;
+            self.fast_step(line, 5, &mut cursor, out)?;
+            self.fast_step(line, 6, &mut cursor, out)?;
             // `ReportId` follows the initiating process's columns: past its most recent gap,
             // guessed by context before the other gaps.
             let slot = Key::ReportId as usize;
@@ -688,7 +687,7 @@ impl Scanner {
             ) {
                 Some(v) => v,
                 None => {
-                    let ctx = context(&out);
+                    let ctx = context(out);
                     match self.context_guess(line, cursor, ctx) {
                         Some(v) => v,
                         None => {
@@ -699,9 +698,9 @@ impl Scanner {
                     }
                 }
             };
-            self.fast_value(line, slot, v, &mut cursor, &mut out)?;
-            self.fast_step(line, AF_SLOT, &mut cursor, &mut out)?;
-            return Some(out);
+            self.fast_value(line, slot, v, &mut cursor, out)?;
+            self.fast_step(line, AF_SLOT, &mut cursor, out)?;
+            return Some(());
         }
         let order = self.order;
         for slot in order {
@@ -709,9 +708,9 @@ impl Scanner {
             if slot == Key::TimeGenerated as usize {
                 continue;
             }
-            self.fast_step(line, slot, &mut cursor, &mut out)?;
+            self.fast_step(line, slot, &mut cursor, out)?;
         }
-        Some(out)
+        Some(())
     }
 
     /// One key of [`Scanner::locate_fast`]: located from `cursor` (the end of the previous
@@ -1029,10 +1028,11 @@ impl Scanner {
         if line.len() < 2 || line[0] != b'{' || line[line.len() - 1] != b'}' {
             return None;
         }
-        let f = match self.locate_fast(line) {
-            Some(f) => f,
-            None => self.locate_general(line)?,
-        };
+        // Filled in place: the fields are a few cache lines, not worth a copy per row.
+        let mut f = Fields::default();
+        if self.locate_fast(line, &mut f).is_none() {
+            f = self.locate_general(line)?;
+        }
         let excl = f.excl;
         // No other nested containers: then every key match outside AdditionalFields is the
         // row's own key. (A `{` inside a string elsewhere also declines the line; that is rare
