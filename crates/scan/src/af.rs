@@ -140,18 +140,14 @@ impl AfRef {
     pub(crate) fn values(self, line: &[u8]) -> Option<AfValues> {
         match self {
             AfRef::Null | AfRef::EmptyArray => Some(AfValues::default()),
-            AfRef::Object(s, e) => Walker {
-                b: &line[s..e],
-                q: b"\"",
-            }
-            .object(),
+            AfRef::Object(s, e) => Walker::<false> { b: &line[s..e] }.object(),
             AfRef::Encoded(s, e) => {
                 let c = &line[s..e];
                 let t = trim(c);
                 if t.is_empty() || t == b"[]" {
                     return Some(AfValues::default());
                 }
-                Walker { b: c, q: b"\\\"" }.object()
+                Walker::<true> { b: c }.object()
             }
         }
     }
@@ -166,11 +162,12 @@ fn trim(b: &[u8]) -> &[u8] {
     &b[s..e]
 }
 
-/// A flat-object reader over raw JSON (`q` = `"`) or over the contents of a JSON string
-/// holding JSON (`q` = `\"`). Nested values, other escapes or odd syntax: `None`.
-struct Walker<'a> {
+/// A flat-object reader over raw JSON (`ENCODED` false: quotes are `"`) or over the contents
+/// of a JSON string holding JSON (`ENCODED` true: quotes are `\"`). Nested values, other
+/// escapes or odd syntax: `None`. The form is a constant so that each reader's quote tests
+/// are byte compares without a test of the form.
+struct Walker<'a, const ENCODED: bool> {
     b: &'a [u8],
-    q: &'static [u8],
 }
 
 enum V<'a> {
@@ -179,23 +176,26 @@ enum V<'a> {
     Null,
 }
 
-impl<'a> Walker<'a> {
-    #[inline]
+impl<'a, const ENCODED: bool> Walker<'a, ENCODED> {
+    /// The length of a quote: `\"` or `"`.
+    const QUOTE: usize = if ENCODED { 2 } else { 1 };
+
+    #[inline(always)]
     fn quote_at(&self, i: usize) -> bool {
-        // Byte compares: a slice comparison of a run-time length is a `memcmp` call.
-        match *self.q {
-            [q] => self.b.get(i) == Some(&q),
-            [a, q] => self.b.get(i) == Some(&a) && self.b.get(i + 1) == Some(&q),
-            _ => self.b.get(i..i + self.q.len()) == Some(self.q),
+        if ENCODED {
+            self.b.get(i) == Some(&b'\\') && self.b.get(i + 1) == Some(&b'"')
+        } else {
+            self.b.get(i) == Some(&b'"')
         }
     }
 
     /// A string starting at `i` (at its quote): (contents, offset past the closing quote).
+    #[inline(always)]
     fn string(&self, i: usize) -> Option<(&'a [u8], usize)> {
-        let s = i + self.q.len();
+        let s = i + Self::QUOTE;
         let rest = self.b.get(s..)?;
         let p = quote_or_backslash(rest)?;
-        if self.q.len() == 1 {
+        if !ENCODED {
             // Raw JSON: the first quote or backslash must be the closing quote.
             (rest[p] == b'"').then(|| (&rest[..p], s + p + 1))
         } else {

@@ -217,6 +217,48 @@ fn typical_rows_take_the_fast_path() {
     assert_eq!(agg.devices.name(ev.device), "web02.contoso.com");
 }
 
+/// More devices and action spellings than the scanner remembers or has hint slots for, short
+/// and long, in an order that keeps evicting them: every row still gets its own device and
+/// action, as the reference reads them.
+#[test]
+fn device_and_action_caches_never_mix_names_up() {
+    let actions = [
+        "InboundConnectionAccepted",
+        "inboundconnectionaccepted",
+        "ConnectionSuccess",
+        "ConnectionFailed",
+        "SslConnectionInspected",
+        "ConnectionSuccessAggregatedReport",
+        "Foo",
+        "Connection",
+        "ListeningConnectionCreated",
+        "ConnectionAttempt",
+        "ConnectionAttemptX",
+    ];
+    let mut agg = new_agg();
+    let mut sc = Scanner::new();
+    for i in 0..600u64 {
+        // 41 names: the cache holds 16, the hint table has 32 slots.
+        let k = (i * 7) % 41;
+        let name = match k % 4 {
+            0 => format!("h{k}"),
+            1 => format!("web{k:02}.contoso.com"),
+            2 => format!("{k}-a-rather-long-device-name-that-spans-words.contoso.com"),
+            _ => format!("mail{k}.c"),
+        };
+        let action = actions[(i as usize * 5) % actions.len()];
+        let line = typical(i, 1, action, "null").replacen("web01.contoso.com", &name, 1);
+        let ev = sc.scan_row(line.as_bytes(), &mut agg).expect("handled");
+        assert_eq!(agg.devices.name(ev.device), name, "{line}");
+        assert_eq!(ev.action, ActionType::parse(action.as_bytes()), "{line}");
+        assert_eq!(
+            reference_line(line.as_bytes(), &mut agg),
+            Ok(Some(ev)),
+            "{line}"
+        );
+    }
+}
+
 #[test]
 fn unusual_rows_fall_back() {
     let mut agg = new_agg();
@@ -588,6 +630,61 @@ fn good_row() -> impl Strategy<Value = String> {
     })
 }
 
+/// A row with the needed keys in Defender's schema order (the order the fast pass has a
+/// specialised path for), each value drawn from [`field`]'s spellings, odd ones included, with
+/// columns of varying length between them so the remembered distances hit and miss.
+fn schema_row() -> impl Strategy<Value = String> {
+    (
+        proptest::collection::vec(field(), 24..48),
+        proptest::collection::vec(0usize..4, 10),
+        any::<bool>(),
+    )
+        .prop_map(|(fields, fill, with_generated)| {
+            let order = [
+                "Timestamp",
+                "DeviceName",
+                "ActionType",
+                "RemoteIP",
+                "RemotePort",
+                "LocalPort",
+                "Protocol",
+                "ReportId",
+                "AdditionalFields",
+            ];
+            let good = [
+                r#""2025-12-22T09:55:01.1234567Z""#,
+                r#""web01.contoso.com""#,
+                r#""InboundConnectionAccepted""#,
+                r#""203.0.113.7""#,
+                "50123",
+                "443",
+                r#""Tcp""#,
+                "12",
+                "null",
+            ];
+            let fillers = [
+                "",
+                r#""RemoteUrl":"a.example","#,
+                r#""LocalIP":"10.1.1.12","#,
+                r#""InitiatingProcessFolderPath":"c:\\windows\\system32\\svchost.exe","#,
+            ];
+            let mut body = String::from("{");
+            for (k, (key, dflt)) in order.iter().zip(good).enumerate() {
+                let v = fields
+                    .iter()
+                    .find(|(f, _)| f == key)
+                    .map_or(dflt.to_string(), |(_, v)| v.clone());
+                body.push_str(&format!("\"{key}\":{v},"));
+                body.push_str(fillers[fill[k]]);
+            }
+            if with_generated {
+                body.push_str(r#""TimeGenerated":"2025-12-22T09:56:00Z","#);
+            }
+            body.push_str(r#""MachineGroup":"g"}"#);
+            body
+        })
+}
+
 /// A typical row with one of many timestamp spellings, several sharing a minute, so the
 /// scanner's minute cache meets both its fast tail and everything it must hand on.
 fn time_row() -> impl Strategy<Value = String> {
@@ -636,6 +733,20 @@ proptest! {
     #[test]
     fn scanner_state_agrees_with_reference(
         lines in proptest::collection::vec(prop_oneof![row(), good_row(), time_row()], 1..40)
+    ) {
+        let mut agg = new_agg();
+        let mut sc = Scanner::new();
+        for line in &lines {
+            if let Some(ev) = sc.scan_row(line.as_bytes(), &mut agg) {
+                prop_assert_eq!(reference_line(line.as_bytes(), &mut agg), Ok(Some(ev)), "{}", line);
+            }
+        }
+    }
+
+    /// Rows in the schema's order, with odd values and moving distances, through one scanner.
+    #[test]
+    fn schema_ordered_rows_agree_with_reference(
+        lines in proptest::collection::vec(prop_oneof![3 => schema_row(), 1 => good_row()], 1..40)
     ) {
         let mut agg = new_agg();
         let mut sc = Scanner::new();
