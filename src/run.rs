@@ -236,9 +236,26 @@ pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detect
             .with_profile(profile)
             .with_dedup_horizon(s.dedup)
     };
-    let mut consumer = Consumer::new(s, q);
-    let out = floodwatch_ingest::ingest_into(inputs, &s.ingest, &make, &mut |bins| {
-        consumer.push(&bins, i64::MAX)
+    // The rule scores sealed bins on a thread of its own, while the workers read on: scoring
+    // a window's bins takes about as long as a sizeable part of reading the next.
+    let (mut consumer, out) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
+        let mut consumer = Consumer::new(s, q);
+        let scorer = scope.spawn(move || {
+            for bins in rx {
+                consumer.push(&bins, i64::MAX);
+            }
+            consumer
+        });
+        let out = floodwatch_ingest::ingest_into(inputs, &s.ingest, &make, &mut |bins| {
+            // A send fails only if the scorer died; its panic is reported by the join below.
+            let _ = tx.send(bins);
+        });
+        drop(tx);
+        let consumer = scorer
+            .join()
+            .map_err(|_| anyhow!("the detector stopped unexpectedly"))?;
+        Ok::<_, anyhow::Error>((consumer, out?))
     })?;
     let stats = out.rest.stats;
     report_skips(&out.diagnostics, &stats, s.ingest.lateness);
