@@ -101,40 +101,48 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
         c = *b.get(i)?;
     }
     match c {
-        b'"' => {
-            let rest = b.get(i + 1..)?;
-            let end = quote_or_backslash(rest)?;
-            (rest[end] == b'"').then(|| (Val::Str(&rest[..end]), i + end + 2))
-        }
+        b'"' => read_string(b, i),
         b'{' | b'[' => None,
-        _ => {
-            // Mostly digits (ports, ReportId): read them on the way to the end.
-            let mut e = i;
-            let mut n = 0u64;
-            while let Some(d) = b.get(e).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
-                n = n.wrapping_mul(10).wrapping_add(d as u64);
-                e += 1;
-            }
-            if e > i
-                && e - i <= 19
-                && b.get(e)
-                    .is_none_or(|&c| matches!(c, b',' | b'}') || is_ws(c))
-            {
-                return Some((Val::Digits(&b[i..e], n), e));
-            }
-            while e < b.len() && !matches!(b[e], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
-                e += 1;
-            }
-            let v = &b[i..e];
-            if v == b"null" {
-                Some((Val::Null, e))
-            } else if v.is_empty() {
-                None
-            } else {
-                Some((Val::Bare(v), e))
-            }
-        }
+        _ => read_bare(b, i),
     }
+}
+
+/// [`read_value`] for anything but a string, object or array starting at `b[i]`.
+#[inline(always)]
+fn read_bare(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
+    // Mostly digits (ports, ReportId): read them on the way to the end.
+    let mut e = i;
+    let mut n = 0u64;
+    while let Some(d) = b.get(e).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        n = n.wrapping_mul(10).wrapping_add(d as u64);
+        e += 1;
+    }
+    if e > i
+        && e - i <= 19
+        && b.get(e)
+            .is_none_or(|&c| matches!(c, b',' | b'}') || is_ws(c))
+    {
+        return Some((Val::Digits(&b[i..e], n), e));
+    }
+    while e < b.len() && !matches!(b[e], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+        e += 1;
+    }
+    let v = &b[i..e];
+    if v == b"null" {
+        Some((Val::Null, e))
+    } else if v.is_empty() {
+        None
+    } else {
+        Some((Val::Bare(v), e))
+    }
+}
+
+/// [`read_value`] for a string: `b[i]` is its opening quote.
+#[inline(always)]
+fn read_string(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
+    let rest = b.get(i + 1..)?;
+    let end = quote_or_backslash(rest)?;
+    (rest[end] == b'"').then(|| (Val::Str(&rest[..end]), i + end + 2))
 }
 
 /// Offset of the first `"` or `\\` in `s`, 16 bytes at a time (the values read are 3 to 40
@@ -781,7 +789,25 @@ impl Scanner {
             out.af = Some(af);
             *cursor = end;
         } else {
-            let (val, end) = read_value(line, v)?;
+            // The columns Defender writes as strings go straight to the string's end when the
+            // value starts with its quote, the numeric ones to their digits when it starts with
+            // a digit (constant tests once `slot` is); anything else is told apart in full.
+            let stringy = slot == Key::Timestamp as usize
+                || slot == Key::DeviceName as usize
+                || slot == Key::ActionType as usize
+                || slot == Key::RemoteIp as usize
+                || slot == Key::Protocol as usize;
+            let numeric = slot == Key::RemotePort as usize
+                || slot == Key::LocalPort as usize
+                || slot == Key::ReportId as usize;
+            let first = line.get(v).copied();
+            let (val, end) = if stringy && first == Some(b'"') {
+                read_string(line, v)?
+            } else if numeric && first.is_some_and(|c| c.is_ascii_digit()) {
+                read_bare(line, v)?
+            } else {
+                read_value(line, v)?
+            };
             self.convert(slot, Some(Some(val)), out)?;
             *cursor = end;
         }
