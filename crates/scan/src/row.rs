@@ -528,7 +528,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// 255), read part by part without the general parser's per-byte state machine. Anything else
 /// (leading zeros, IPv6, stray bytes) returns `None` and is left to [`Ip::parse`], which gives
 /// the same address for every string accepted here.
-#[inline]
+#[inline(always)]
 fn parse_v4_canonical(s: &[u8]) -> Option<Ip> {
     let digit = |j: usize| s.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
     let mut out = [0u8; 4];
