@@ -101,40 +101,75 @@ fn read_value(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
         c = *b.get(i)?;
     }
     match c {
-        b'"' => {
-            let rest = b.get(i + 1..)?;
-            let end = quote_or_backslash(rest)?;
-            (rest[end] == b'"').then(|| (Val::Str(&rest[..end]), i + end + 2))
-        }
+        b'"' => read_string(b, i),
         b'{' | b'[' => None,
-        _ => {
-            // Mostly digits (ports, ReportId): read them on the way to the end.
-            let mut e = i;
-            let mut n = 0u64;
-            while let Some(d) = b.get(e).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
-                n = n.wrapping_mul(10).wrapping_add(d as u64);
-                e += 1;
-            }
-            if e > i
-                && e - i <= 19
-                && b.get(e)
-                    .is_none_or(|&c| matches!(c, b',' | b'}') || is_ws(c))
-            {
-                return Some((Val::Digits(&b[i..e], n), e));
-            }
-            while e < b.len() && !matches!(b[e], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
-                e += 1;
-            }
-            let v = &b[i..e];
-            if v == b"null" {
-                Some((Val::Null, e))
-            } else if v.is_empty() {
-                None
-            } else {
-                Some((Val::Bare(v), e))
-            }
-        }
+        _ => read_bare(b, i),
     }
+}
+
+/// [`read_value`] for anything but a string, object or array starting at `b[i]`.
+#[inline(always)]
+fn read_bare(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
+    // Ports and report ids are runs of up to seven digits: found and valued in one word.
+    if let Some((run, n)) = digit_run(b, i)
+        && b.get(i + run)
+            .is_none_or(|&c| matches!(c, b',' | b'}') || is_ws(c))
+    {
+        return Some((Val::Digits(&b[i..i + run], n), i + run));
+    }
+    // Mostly digits (ports, ReportId): read them on the way to the end.
+    let mut e = i;
+    let mut n = 0u64;
+    while let Some(d) = b.get(e).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+        n = n.wrapping_mul(10).wrapping_add(d as u64);
+        e += 1;
+    }
+    if e > i
+        && e - i <= 19
+        && b.get(e)
+            .is_none_or(|&c| matches!(c, b',' | b'}') || is_ws(c))
+    {
+        return Some((Val::Digits(&b[i..e], n), e));
+    }
+    while e < b.len() && !matches!(b[e], b',' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+        e += 1;
+    }
+    let v = &b[i..e];
+    if v == b"null" {
+        Some((Val::Null, e))
+    } else if v.is_empty() {
+        None
+    } else {
+        Some((Val::Bare(v), e))
+    }
+}
+
+/// The run of ASCII digits at `b[i]` and its value, from the eight bytes there: `None` when
+/// fewer than eight bytes are left, or the run is empty or longer than seven digits.
+#[inline(always)]
+fn digit_run(b: &[u8], i: usize) -> Option<(usize, u64)> {
+    let w = u64::from_le_bytes(*b.get(i..)?.first_chunk::<8>()?);
+    // A byte is a digit when its high nibble is 3 and adding 6 keeps it 3. Adding 6 can carry
+    // out of a byte of 0xFA or more, but only into later bytes: the first non-digit is exact.
+    let high = (w & 0xF0F0_F0F0_F0F0_F0F0) ^ 0x3030_3030_3030_3030;
+    let low =
+        (w.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) ^ 0x3030_3030_3030_3030;
+    let run = ((high | low).trailing_zeros() / 8) as usize;
+    if run == 0 || run == 8 {
+        return None;
+    }
+    // The digits moved to the end of the word behind leading `0`s: an eight-digit number.
+    let shift = 8 * (8 - run) as u32;
+    let padded = (w << shift) | (0x3030_3030_3030_3030u64 >> (64 - shift));
+    Some((run, u64::from(eight_digits_word(padded)?)))
+}
+
+/// [`read_value`] for a string: `b[i]` is its opening quote.
+#[inline(always)]
+fn read_string(b: &[u8], i: usize) -> Option<(Val<'_>, usize)> {
+    let rest = b.get(i + 1..)?;
+    let end = quote_or_backslash(rest)?;
+    (rest[end] == b'"').then(|| (Val::Str(&rest[..end]), i + end + 2))
 }
 
 /// Offset of the first `"` or `\\` in `s`, 16 bytes at a time (the values read are 3 to 40
@@ -520,7 +555,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 /// 255), read part by part without the general parser's per-byte state machine. Anything else
 /// (leading zeros, IPv6, stray bytes) returns `None` and is left to [`Ip::parse`], which gives
 /// the same address for every string accepted here.
-#[inline]
+#[inline(always)]
 fn parse_v4_canonical(s: &[u8]) -> Option<Ip> {
     let digit = |j: usize| s.get(j).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9);
     let mut out = [0u8; 4];
@@ -781,7 +816,25 @@ impl Scanner {
             out.af = Some(af);
             *cursor = end;
         } else {
-            let (val, end) = read_value(line, v)?;
+            // The columns Defender writes as strings go straight to the string's end when the
+            // value starts with its quote, the numeric ones to their digits when it starts with
+            // a digit (constant tests once `slot` is); anything else is told apart in full.
+            let stringy = slot == Key::Timestamp as usize
+                || slot == Key::DeviceName as usize
+                || slot == Key::ActionType as usize
+                || slot == Key::RemoteIp as usize
+                || slot == Key::Protocol as usize;
+            let numeric = slot == Key::RemotePort as usize
+                || slot == Key::LocalPort as usize
+                || slot == Key::ReportId as usize;
+            let first = line.get(v).copied();
+            let (val, end) = if stringy && first == Some(b'"') {
+                read_string(line, v)?
+            } else if numeric && first.is_some_and(|c| c.is_ascii_digit()) {
+                read_bare(line, v)?
+            } else {
+                read_value(line, v)?
+            };
             self.convert(slot, Some(Some(val)), out)?;
             *cursor = end;
         }
@@ -1622,6 +1675,39 @@ mod tests {
         ];
         for (t, want) in cases {
             assert_eq!(defender_tail(t), want, "{:?}", String::from_utf8_lossy(t));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn digit_run_agrees_with_a_byte_loop(
+            b in proptest::collection::vec(prop_oneof![6 => b'0'..=b'9', 1 => any::<u8>(), 1 => Just(b','), 1 => Just(0xFFu8)], 0..14),
+            at in 0usize..4,
+        ) {
+            let at = at.min(b.len());
+            let run = b[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+            let value = b[at..at + run].iter().fold(0u64, |v, &c| v * 10 + u64::from(c - b'0'));
+            match digit_run(&b, at) {
+                Some(got) => prop_assert_eq!(got, (run, value)),
+                // Declined: fewer than eight bytes, an empty run or one of eight digits or more.
+                None => prop_assert!(b.len() - at < 8 || run == 0 || run >= 8),
+            }
+        }
+    }
+
+    #[test]
+    fn digit_run_examples() {
+        type Case<'a> = (&'a [u8], Option<(usize, u64)>);
+        let cases: [Case<'_>; 6] = [
+            (b"443,\"Prot", Some((3, 443))),
+            (b"60540}\n\n\n", Some((5, 60540))),
+            (b"0,\"LocalI", Some((1, 0))),
+            (b"1234567,x", Some((7, 1_234_567))),
+            (b"12345678,", None),
+            (b"443}", None),
+        ];
+        for (b, want) in cases {
+            assert_eq!(digit_run(b, 0), want, "{:?}", String::from_utf8_lossy(b));
         }
     }
 
