@@ -229,7 +229,7 @@ impl Detected {
 pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detected> {
     let profile = match s.rule {
         Rule::Seed => Profile::SeedOnly,
-        Rule::Floodwatch => Profile::Full,
+        Rule::Floodwatch => Profile::Floodwatch,
     };
     let make = || {
         Aggregator::new(s.width, s.classify.clone())

@@ -222,6 +222,11 @@ impl BinAgg {
                 ..BinAgg::default()
             };
         }
+        let seed = if profile == Profile::Floodwatch {
+            SeedAgg::new()
+        } else {
+            SeedAgg::with_capacity(prev.seed.sources.held())
+        };
         BinAgg {
             rows: 0,
             classes: prev
@@ -229,7 +234,7 @@ impl BinAgg {
                 .iter()
                 .map(|c| ClassAgg::with_capacity(c.sources.held()))
                 .collect(),
-            seed: SeedAgg::with_capacity(prev.seed.sources.held()),
+            seed,
             sources: SourceSketch::with_capacity(SourceSketch::DEFAULT_K, prev.sources.held()),
             prefixes: SourceSketch::with_capacity(ClassAgg::K, prev.prefixes.held()),
             top: TopSources::default(),
@@ -259,12 +264,15 @@ impl BinAgg {
     }
 }
 
-/// What to compute per event. `SeedOnly` skips everything the seed rule does not read.
+/// What to compute per event. `SeedOnly` skips everything the seed rule does not read;
+/// `Floodwatch` skips the seed rule's aggregate (the default rule never reads it: one map insert
+/// less per event, and a third less of each bin to keep in cache).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Profile {
     #[default]
     Full,
     SeedOnly,
+    Floodwatch,
 }
 
 /// Drops exact duplicates (same DeviceName, Timestamp, ReportId) seen within `horizon` of event
@@ -568,13 +576,17 @@ impl Aggregator {
         let w = ev.weight.max(1);
         bin.rows += w as u64;
         let src_hash = ev.remote_ip.map(hash_ip);
-        if verdict.seed_count {
+        if verdict.seed_count && self.profile != Profile::Floodwatch {
             bin.seed.count += w as u64;
             if let Some(h) = src_hash {
                 bin.seed.sources.insert_hash(h, w);
             }
         }
-        if let (true, Some(b)) = (verdict.seed_bytes, ev.bytes) {
+        if let (true, Some(b), false) = (
+            verdict.seed_bytes,
+            ev.bytes,
+            self.profile == Profile::Floodwatch,
+        ) {
             bin.seed.bytes += b;
             bin.seed.metered += 1;
         }
@@ -847,6 +859,62 @@ mod tests {
         assert_eq!(b.inbound(), 4);
         assert_eq!(b.rows, 6);
         assert_eq!(b.top.top(1)[0].0, Ip::v4([198, 51, 0, 1]));
+    }
+
+    /// Each rule's profile keeps what it reads exactly as the full one does, and nothing else.
+    #[test]
+    fn profiles_keep_what_their_rule_reads() {
+        let items: Vec<(u8, i64, u8, u16, i64)> = (0..900)
+            .map(|i| {
+                (
+                    (i % 3) as u8,
+                    i * 7 % 3600,
+                    (i % 5) as u8,
+                    (i * 13 % 700) as u16,
+                    i,
+                )
+            })
+            .collect();
+        let with = |p: Profile| {
+            let mut a =
+                Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default()).with_profile(p);
+            for &(d, s, k, src, rid) in &items {
+                let e = make(&mut a, d, s, k, src, rid);
+                a.add(&e);
+            }
+            a.finish()
+        };
+        let (full, seed, fw) = (
+            with(Profile::Full),
+            with(Profile::SeedOnly),
+            with(Profile::Floodwatch),
+        );
+        assert_eq!(full.bins.len(), fw.bins.len());
+        assert_eq!(full.bins.len(), seed.bins.len());
+        let (full, seed, fw) = (full.by_name(), seed.by_name(), fw.by_name());
+        for (k, f) in &full {
+            assert_eq!(seed[k].seed, f.seed);
+            assert!(
+                seed[k]
+                    .classes
+                    .iter()
+                    .all(|c| c.count == 0 && c.sources.is_empty())
+            );
+            let w = fw[k];
+            assert_eq!(
+                (w.rows, &w.classes, &w.sources),
+                (f.rows, &f.classes, &f.sources)
+            );
+            assert_eq!(
+                (&w.prefixes, &w.top, w.allowed),
+                (&f.prefixes, &f.top, f.allowed)
+            );
+            assert!(w.seed.count == 0 && w.seed.sources.is_empty() && w.seed.metered == 0);
+        }
+        assert!(
+            full.values()
+                .any(|b| b.seed.count > 0 && b.class(Class::Web).count > 0)
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Runs the fast path over an NDJSON file and reports speed and what it could not handle:
-//! `cargo run --release -p floodwatch-scan --example scan_file -- FILE [THREADS] [seed|full]`.
+//! `cargo run --release -p floodwatch-scan --example scan_file -- FILE [THREADS] [seed|full|floodwatch]`.
 //! Lines the scanner does not handle are only counted here (a real reader parses them fully).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let profile = match args.next().as_deref() {
         Some("full") => Profile::Full,
+        Some("floodwatch") => Profile::Floodwatch,
         _ => Profile::SeedOnly,
     };
     let unhandled = AtomicU64::new(0);
