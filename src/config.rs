@@ -42,8 +42,9 @@ pub struct IngestSection {
     pub dedup_window: Option<String>,
     /// How far behind the input before it an event may come and still count: older bins are
     /// handed to detection as the input is read, which bounds memory on time-ordered input;
-    /// `"all"` keeps every bin to the end (for input in any order). Late events are reported
-    /// with where they were. Default `"1h"`.
+    /// `"all"` keeps every bin to the end (for input in any order). If events come later than
+    /// this, files are read again keeping every bin; on standard input they are counted as late
+    /// and reported with where they were. Default `"1h"`.
     pub lateness: Option<String>,
     /// Lines longer than this many bytes are skipped as `too-long`. Default 67108864 (64 MiB).
     pub max_line_bytes: Option<usize>,

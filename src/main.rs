@@ -79,7 +79,8 @@ pub struct CommonArgs {
     pub dedup_window: Option<String>,
     /// Events may come this much event time behind the input before them and still count;
     /// older bins are handed to detection as the input is read, so memory stays bounded on
-    /// time-ordered input. `all` keeps every bin to the end (input in any order). Default 1h.
+    /// time-ordered input. Files with later events are read again keeping every bin; on stdin
+    /// they are counted as late. `all` keeps every bin from the start. Default 1h.
     #[arg(long, value_name = "DURATION|all")]
     pub lateness: Option<String>,
     /// Show progress on a terminal (never on a pipe).

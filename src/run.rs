@@ -227,6 +227,36 @@ impl Detected {
 /// Reads every input and runs the rule over it as bins complete; reports what was skipped on
 /// stderr.
 pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detected> {
+    let (mut consumer, mut out) = read_once(inputs, s, q, s.ingest.lateness)?;
+    let late = out.diagnostics.count(SkipReason::Late);
+    // Files can be read again: rather than lose late events, keep every bin the second time.
+    // Only standard input cannot, and there they are counted and reported.
+    if late > 0 && !inputs.iter().any(|p| p.as_os_str() == "-") {
+        eprintln!(
+            "floodwatch: {late} event(s) came more than the lateness horizon ({}) behind the input before them; reading the input again with every bin kept (sort it by time, or pass --lateness all, to read it once)",
+            horizon(s.ingest.lateness)
+        );
+        (consumer, out) = read_once(inputs, s, q, None)?;
+    }
+    let stats = out.rest.stats;
+    report_skips(&out.diagnostics, &stats, s.ingest.lateness);
+    consumer.span(&stats);
+    let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
+    consumer.push(&out.rest, complete);
+    Ok(Detected { consumer, stats })
+}
+
+fn horizon(lateness: Option<Nanos>) -> String {
+    lateness.map_or("all".to_owned(), |l| format!("{}s", l / 1_000_000_000))
+}
+
+/// One pass over the inputs with bins sealed `lateness` behind (`None`: every bin kept).
+fn read_once(
+    inputs: &[PathBuf],
+    s: &Settings,
+    q: &Query,
+    lateness: Option<Nanos>,
+) -> Result<(Consumer, floodwatch_ingest::StreamOutput)> {
     let profile = match s.rule {
         Rule::Seed => Profile::SeedOnly,
         Rule::Floodwatch => Profile::Floodwatch,
@@ -236,9 +266,13 @@ pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detect
             .with_profile(profile)
             .with_dedup_horizon(s.dedup)
     };
+    let opts = IngestOptions {
+        lateness,
+        ..s.ingest.clone()
+    };
     // The rule scores sealed bins on a thread of its own, while the workers read on: scoring
     // a window's bins takes about as long as a sizeable part of reading the next.
-    let (mut consumer, out) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
         let mut consumer = Consumer::new(s, q);
         let scorer = scope.spawn(move || {
@@ -247,7 +281,7 @@ pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detect
             }
             consumer
         });
-        let out = floodwatch_ingest::ingest_into(inputs, &s.ingest, &make, &mut |bins| {
+        let out = floodwatch_ingest::ingest_into(inputs, &opts, &make, &mut |bins| {
             // A send fails only if the scorer died; its panic is reported by the join below.
             let _ = tx.send(bins);
         });
@@ -255,14 +289,8 @@ pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detect
         let consumer = scorer
             .join()
             .map_err(|_| anyhow!("the detector stopped unexpectedly"))?;
-        Ok::<_, anyhow::Error>((consumer, out?))
-    })?;
-    let stats = out.rest.stats;
-    report_skips(&out.diagnostics, &stats, s.ingest.lateness);
-    consumer.span(&stats);
-    let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
-    consumer.push(&out.rest, complete);
-    Ok(Detected { consumer, stats })
+        Ok((consumer, out?))
+    })
 }
 
 fn report_skips(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos>) {
@@ -291,10 +319,10 @@ fn report_skips(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos>) {
         eprintln!("  ({} more not shown)", listed - shown);
     }
     if d.count(SkipReason::Late) > 0 {
-        let horizon = lateness.map_or("all".to_owned(), |l| format!("{}s", l / 1_000_000_000));
         eprintln!(
-            "floodwatch: {} event(s) came more than the lateness horizon ({horizon}) behind the input before them, after their bins had been scored; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
-            d.count(SkipReason::Late)
+            "floodwatch: {} event(s) came more than the lateness horizon ({}) behind the input before them, after their bins had been scored, and are not counted; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
+            d.count(SkipReason::Late),
+            horizon(lateness)
         );
     }
 }
