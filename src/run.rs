@@ -275,12 +275,15 @@ fn read_once(
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
         let mut consumer = Consumer::new(s, q);
-        let scorer = scope.spawn(move || {
-            for bins in rx {
-                consumer.push(&bins, i64::MAX);
-            }
-            consumer
-        });
+        let scorer = std::thread::Builder::new()
+            .name("scorer".into())
+            .spawn_scoped(scope, move || {
+                for bins in rx {
+                    consumer.push(&bins, i64::MAX);
+                }
+                consumer
+            })
+            .context("cannot start the detector's thread")?;
         let out = floodwatch_ingest::ingest_into(inputs, &opts, &make, &mut |bins| {
             // A send fails only if the scorer died; its panic is reported by the join below.
             let _ = tx.send(bins);
