@@ -176,12 +176,6 @@ impl Consumer {
         }
     }
 
-    fn span(&mut self, stats: &IngestStats) {
-        if let Consumer::Seed(t) = self {
-            t.span(stats.min_ts, stats.max_ts);
-        }
-    }
-
     fn outcome(&self, s: &Settings, q: &Query, stats: &IngestStats) -> Outcome {
         let since = if q.since_first_event {
             stats.min_ts
@@ -240,7 +234,7 @@ pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detect
     }
     let stats = out.rest.stats;
     report_skips(&out.diagnostics, &stats, s.ingest.lateness);
-    consumer.span(&stats);
+    // The rest carries the whole input's stats, which give the seed table its time span.
     let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
     consumer.push(&out.rest, complete);
     Ok(Detected { consumer, stats })

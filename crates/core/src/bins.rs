@@ -576,19 +576,17 @@ impl Aggregator {
         let w = ev.weight.max(1);
         bin.rows += w as u64;
         let src_hash = ev.remote_ip.map(hash_ip);
-        if verdict.seed_count && self.profile != Profile::Floodwatch {
-            bin.seed.count += w as u64;
-            if let Some(h) = src_hash {
-                bin.seed.sources.insert_hash(h, w);
+        if self.profile != Profile::Floodwatch {
+            if verdict.seed_count {
+                bin.seed.count += w as u64;
+                if let Some(h) = src_hash {
+                    bin.seed.sources.insert_hash(h, w);
+                }
             }
-        }
-        if let (true, Some(b), false) = (
-            verdict.seed_bytes,
-            ev.bytes,
-            self.profile == Profile::Floodwatch,
-        ) {
-            bin.seed.bytes += b;
-            bin.seed.metered += 1;
+            if let (true, Some(b)) = (verdict.seed_bytes, ev.bytes) {
+                bin.seed.bytes += b;
+                bin.seed.metered += 1;
+            }
         }
         if self.profile == Profile::SeedOnly {
             return Fate::Used;
@@ -635,13 +633,11 @@ impl Aggregator {
         let below = self.sealed_below;
         let mut out = BTreeMap::new();
         if self.bins.iter().any(|(k, _)| k.bin < below) {
-            for (k, b) in std::mem::take(&mut self.bins) {
-                if k.bin < below {
-                    out.insert(k, b);
-                } else {
-                    self.bins.push((k, b));
-                }
-            }
+            let (sealed, open): (Vec<_>, Vec<_>) = std::mem::take(&mut self.bins)
+                .into_iter()
+                .partition(|(k, _)| k.bin < below);
+            out.extend(sealed);
+            self.bins = open;
             self.index = self
                 .bins
                 .iter()

@@ -498,6 +498,20 @@ mod tests {
     use crate::hash::mix64;
     use proptest::prelude::*;
 
+    /// The Space-Saving update written plainly, to check [`TopSources::insert`] against: a
+    /// counted source gains `w`, a new one takes a free counter or replaces the smallest (the
+    /// smallest source among equal counts), inheriting its count as error.
+    fn plain_insert(plain: &mut Vec<(Ip, u64, u64)>, m: u32, ip: Ip, w: u64) {
+        if let Some(e) = plain.iter_mut().find(|e| e.0 == ip) {
+            e.1 += w;
+        } else if plain.len() < m as usize {
+            plain.push((ip, w, 0));
+        } else if let Some(min) = plain.iter_mut().min_by_key(|e| (e.1, e.0)) {
+            let floor = min.1;
+            *min = (ip, floor + w, floor);
+        }
+    }
+
     fn sketch_of(k: u32, items: &[(u64, u32)]) -> SourceSketch {
         let mut s = SourceSketch::new(k);
         for &(h, w) in items {
@@ -614,14 +628,7 @@ mod tests {
             let mut plain: Vec<(Ip, u64, u64)> = Vec::new();
             for &(b, w) in &items {
                 fast.insert(ip(b), w);
-                if let Some(e) = plain.iter_mut().find(|e| e.0 == ip(b)) {
-                    e.1 += w;
-                } else if plain.len() < m as usize {
-                    plain.push((ip(b), w, 0));
-                } else if let Some(min) = plain.iter_mut().min_by_key(|e| (e.1, e.0)) {
-                    let floor = min.1;
-                    *min = (ip(b), floor + w, floor);
-                }
+                plain_insert(&mut plain, m, ip(b), w);
                 let mut sorted = plain.clone();
                 sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
                 prop_assert_eq!(fast.top(usize::MAX), sorted);
@@ -655,14 +662,7 @@ mod tests {
                 let mut plain: Vec<(Ip, u64, u64)> = Vec::new();
                 for &(b, w) in items {
                     t.insert(ip(b), w);
-                    if let Some(e) = plain.iter_mut().find(|e| e.0 == ip(b)) {
-                        e.1 += w;
-                    } else if plain.len() < m as usize {
-                        plain.push((ip(b), w, 0));
-                    } else if let Some(min) = plain.iter_mut().min_by_key(|e| (e.1, e.0)) {
-                        let floor = min.1;
-                        *min = (ip(b), floor + w, floor);
-                    }
+                    plain_insert(&mut plain, m, ip(b), w);
                 }
                 check(&t);
                 plain.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

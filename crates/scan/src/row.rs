@@ -980,11 +980,7 @@ impl Scanner {
         openers: &Openers,
         agg: &mut Aggregator,
     ) -> Option<Event> {
-        let lead = raw.len() - trim_start(raw).len();
-        let line = trim(raw);
-        if !line.starts_with(b"{") || !line.ends_with(b"}") {
-            return None;
-        }
+        let (lead, line) = braced(raw)?;
         let k = PROPERTIES.find(line)?;
         let v = skip_ws(line, key_at(line, k, b"\"properties\"")?);
         if line.get(v) != Some(&b'{') {
@@ -1076,11 +1072,7 @@ impl Scanner {
         openers: &Openers,
         agg: &mut Aggregator,
     ) -> Option<Event> {
-        let lead = raw.len() - trim_start(raw).len();
-        let line = trim(raw);
-        if line.len() < 2 || line[0] != b'{' || line[line.len() - 1] != b'}' {
-            return None;
-        }
+        let (lead, line) = braced(raw)?;
         // Filled in place: the fields are a few cache lines, not worth a copy per row.
         let mut f = Fields::default();
         if self.locate_fast(line, &mut f).is_none() {
@@ -1441,6 +1433,15 @@ impl Openers {
     fn all(&self, ok: impl Fn(usize) -> bool) -> bool {
         self.iter().is_some_and(|mut at| at.all(ok))
     }
+}
+
+/// `raw` without surrounding whitespace, and how much was cut in front of it, when it is braced
+/// like a JSON object.
+#[inline]
+fn braced(raw: &[u8]) -> Option<(usize, &[u8])> {
+    let lead = raw.len() - trim_start(raw).len();
+    let line = trim(raw);
+    (line.len() >= 2 && line[0] == b'{' && line[line.len() - 1] == b'}').then_some((lead, line))
 }
 
 /// Strips leading JSON whitespace.
