@@ -43,6 +43,15 @@ pub enum Rule {
     Seed,
 }
 
+impl From<Rule> for floodwatch_pipeline::Rule {
+    fn from(r: Rule) -> Self {
+        match r {
+            Rule::Floodwatch => floodwatch_pipeline::Rule::Floodwatch,
+            Rule::Seed => floodwatch_pipeline::Rule::Seed,
+        }
+    }
+}
+
 /// Settings shared by every command that reads telemetry and detects.
 #[derive(Args, Debug, Clone)]
 pub struct CommonArgs {

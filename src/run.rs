@@ -8,15 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 
 use floodwatch_core::time::{Nanos, parse_duration, parse_rfc3339};
-use floodwatch_core::{
-    Aggregates, Aggregator, AllowList, BinWidth, ClassifyConfig, Diagnostics, IngestStats, PortSet,
-    Profile, SkipReason,
-};
-use floodwatch_detect::Alert;
-use floodwatch_detect::floodwatch::{self as fw, FloodwatchConfig};
-use floodwatch_detect::seed::{self, SeedParams, SeedTable};
+use floodwatch_core::{AllowList, BinWidth, ClassifyConfig, PortSet};
+use floodwatch_detect::floodwatch as fw;
 use floodwatch_ingest::{IngestOptions, InputFormat};
 use floodwatch_output::{Format, IncidentRow};
+use floodwatch_pipeline::{Detected, Query, Settings};
 
 use crate::config::FileConfig;
 use crate::{Cli, Command, CommonArgs, DemoArgs, DetectArgs, EvaluateArgs, Rule, SimulateArgs};
@@ -46,17 +42,6 @@ fn time_arg(name: &str, v: &Option<String>) -> Result<Option<Nanos>> {
             })
         })
         .transpose()
-}
-
-/// Everything needed to read input and detect, validated.
-pub struct Settings {
-    pub rule: Rule,
-    pub width: BinWidth,
-    pub classify: ClassifyConfig,
-    pub ingest: IngestOptions,
-    pub dedup: Nanos,
-    pub seed: SeedParams,
-    pub floodwatch: FloodwatchConfig,
 }
 
 pub fn settings(c: &CommonArgs, file: FileConfig) -> Result<Settings> {
@@ -122,7 +107,7 @@ pub fn settings(c: &CommonArgs, file: FileConfig) -> Result<Settings> {
         .validate()
         .map_err(|e| anyhow!("floodwatch config: {e}"))?;
     Ok(Settings {
-        rule: c.rule,
+        rule: c.rule.into(),
         width,
         classify,
         ingest,
@@ -139,195 +124,23 @@ fn load_file(c: &CommonArgs) -> Result<FileConfig> {
     }
 }
 
-/// When to score, as the user asked.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Query {
-    /// Seed rule: evaluate at this bin boundary (default: the bin holding the newest event).
-    pub now: Option<Nanos>,
-    pub since: Option<Nanos>,
-    pub until: Option<Nanos>,
-    /// Score from the first event's bin on (as `since`, known only once all is read).
-    pub since_first_event: bool,
-}
-
-/// What a rule keeps of complete bins while ingest reads on: a few numbers a bin for the seed
-/// rule, the detector's own state for floodwatch's. Either way a bin's sketches go as soon as
-/// ingest seals it.
-enum Consumer {
-    Seed(SeedTable),
-    Floodwatch(Box<fw::Stream>),
-}
-
-impl Consumer {
-    fn new(s: &Settings, q: &Query) -> Self {
-        match s.rule {
-            Rule::Seed => Consumer::Seed(SeedTable::new(s.width)),
-            Rule::Floodwatch => {
-                Consumer::Floodwatch(Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)))
-            }
-        }
-    }
-
-    /// `complete`: bins at or above it may be incomplete.
-    fn push(&mut self, bins: &Aggregates, complete: i64) {
-        match self {
-            Consumer::Seed(t) => t.push(bins),
-            Consumer::Floodwatch(f) => f.push(bins, complete),
-        }
-    }
-
-    fn outcome(&self, s: &Settings, q: &Query, stats: &IngestStats) -> Outcome {
-        let since = if q.since_first_event {
-            stats.min_ts
-        } else {
-            q.since
-        };
-        match self {
-            Consumer::Seed(t) => {
-                let alerts = if since.is_some() || q.until.is_some() {
-                    seed::run_scheduled_table(t, &s.seed, since, q.until)
-                } else {
-                    seed::run_table(t, &s.seed, q.now)
-                };
-                Outcome {
-                    alerts,
-                    incidents: Vec::new(),
-                }
-            }
-            Consumer::Floodwatch(f) => {
-                let d = f.finish(since);
-                Outcome {
-                    alerts: d.alerts,
-                    incidents: d.incidents,
-                }
-            }
-        }
-    }
-}
-
-/// The input read and the rule run over it.
-pub struct Detected {
-    consumer: Consumer,
-    pub stats: IngestStats,
-}
-
-impl Detected {
-    /// The alerts for `q` (whose `until` must be the one the input was read with).
-    pub fn outcome(&self, s: &Settings, q: &Query) -> Outcome {
-        self.consumer.outcome(s, q, &self.stats)
-    }
-}
-
-/// Reads every input and runs the rule over it as bins complete; reports what was skipped on
-/// stderr.
-pub fn read_detect(inputs: &[PathBuf], s: &Settings, q: &Query) -> Result<Detected> {
-    let (mut consumer, mut out) = read_once(inputs, s, q, s.ingest.lateness)?;
-    let late = out.diagnostics.count(SkipReason::Late);
-    // Files can be read again: rather than lose late events, keep every bin the second time.
-    // Only standard input cannot, and there they are counted and reported.
-    if late > 0 && !inputs.iter().any(|p| p.as_os_str() == "-") {
-        eprintln!(
-            "floodwatch: {late} event(s) came more than the lateness horizon ({}) behind the input before them; reading the input again with every bin kept (sort it by time, or pass --lateness all, to read it once)",
-            horizon(s.ingest.lateness)
-        );
-        (consumer, out) = read_once(inputs, s, q, None)?;
-    }
-    let stats = out.rest.stats;
-    report_skips(&out.diagnostics, &stats, s.ingest.lateness);
-    // The rest carries the whole input's stats, which give the seed table its time span.
-    let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
-    consumer.push(&out.rest, complete);
-    Ok(Detected { consumer, stats })
-}
-
-fn horizon(lateness: Option<Nanos>) -> String {
-    lateness.map_or("all".to_owned(), |l| format!("{}s", l / 1_000_000_000))
-}
-
-/// One pass over the inputs with bins sealed `lateness` behind (`None`: every bin kept).
-fn read_once(
+/// Reads and detects, printing what the run has to say about its input on stderr.
+pub fn read_detect(
     inputs: &[PathBuf],
     s: &Settings,
     q: &Query,
-    lateness: Option<Nanos>,
-) -> Result<(Consumer, floodwatch_ingest::StreamOutput)> {
-    let profile = match s.rule {
-        Rule::Seed => Profile::SeedOnly,
-        Rule::Floodwatch => Profile::Floodwatch,
-    };
-    let make = || {
-        Aggregator::new(s.width, s.classify.clone())
-            .with_profile(profile)
-            .with_dedup_horizon(s.dedup)
-    };
-    let opts = IngestOptions {
-        lateness,
-        ..s.ingest.clone()
-    };
-    // The rule scores sealed bins on a thread of its own, while the workers read on: scoring
-    // a window's bins takes about as long as a sizeable part of reading the next.
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
-        let mut consumer = Consumer::new(s, q);
-        let scorer = std::thread::Builder::new()
-            .name("scorer".into())
-            .spawn_scoped(scope, move || {
-                for bins in rx {
-                    consumer.push(&bins, i64::MAX);
-                }
-                consumer
-            })
-            .context("cannot start the detector's thread")?;
-        let out = floodwatch_ingest::ingest_into(inputs, &opts, &make, &mut |bins| {
-            // A send fails only if the scorer died; its panic is reported by the join below.
-            let _ = tx.send(bins);
-        });
-        drop(tx);
-        let consumer = scorer
-            .join()
-            .map_err(|_| anyhow!("the detector stopped unexpectedly"))?;
-        Ok((consumer, out?))
-    })
-}
-
-fn report_skips(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos>) {
-    let dup = stats.duplicates;
-    if d.total_skipped() == 0 && dup == 0 {
-        return;
+    on_alerts: Option<&mut floodwatch_pipeline::batch::OnAlerts<'_>>,
+) -> Result<Detected> {
+    let mut notice = |m: &str| eprintln!("floodwatch: {m}");
+    let d = floodwatch_pipeline::read_detect(inputs, s, q, &mut notice, on_alerts)?;
+    for (i, line) in d.notices.iter().enumerate() {
+        if i == 0 || !line.starts_with("  ") && !line.starts_with('(') {
+            eprintln!("floodwatch: {line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
-    let mut msg = format!(
-        "floodwatch: read {} records, used {}",
-        d.records_read, stats.events
-    );
-    if dup > 0 {
-        msg.push_str(&format!("; dropped {dup} exact duplicate(s)"));
-    }
-    if d.total_skipped() > 0 {
-        let parts: Vec<String> = d.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        msg.push_str(&format!("; skipped: {}", parts.join(", ")));
-    }
-    eprintln!("{msg}");
-    for ex in &d.examples {
-        eprintln!("  {ex}");
-    }
-    let shown = d.examples.len() as u64;
-    let listed = d.total_skipped() - d.count(SkipReason::OtherTable);
-    if listed > shown {
-        eprintln!("  ({} more not shown)", listed - shown);
-    }
-    if d.count(SkipReason::Late) > 0 {
-        eprintln!(
-            "floodwatch: {} event(s) came more than the lateness horizon ({}) behind the input before them, after their bins had been scored, and are not counted; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
-            d.count(SkipReason::Late),
-            horizon(lateness)
-        );
-    }
-}
-
-/// Result of running a rule.
-pub struct Outcome {
-    pub alerts: Vec<Alert>,
-    pub incidents: Vec<fw::Incident>,
+    Ok(d)
 }
 
 fn incident_rows(incidents: &[fw::Incident]) -> Vec<IncidentRow> {
@@ -377,7 +190,40 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
         until,
         since_first_event: false,
     };
-    let out = read_detect(&a.common.inputs, &s, &q)?.outcome(&s, &q);
+    // On standard input (a pipe that may stay open: `tail -f export | floodwatch detect -`)
+    // alerts are written and flushed as their bins are sealed; the table needs every row
+    // first and stays at the end.
+    let stream = a.common.inputs.iter().any(|p| p.as_os_str() == "-")
+        && s.rule == floodwatch_pipeline::Rule::Floodwatch
+        && format != Format::Table;
+    let mut write_error: Option<io::Error> = None;
+    let mut header = true;
+    let mut on_alerts = |alerts: &[floodwatch_detect::Alert]| {
+        if write_error.is_some() {
+            return;
+        }
+        let stdout = io::stdout();
+        let mut w = stdout.lock();
+        let r = match format {
+            Format::Csv => {
+                floodwatch_output::write_csv_rows(&mut w, alerts, std::mem::take(&mut header))
+            }
+            _ => floodwatch_output::write_jsonl(&mut w, alerts),
+        };
+        if let Err(e) = r.and_then(|()| w.flush()) {
+            write_error = Some(e);
+        }
+    };
+    let read = read_detect(
+        &a.common.inputs,
+        &s,
+        &q,
+        if stream { Some(&mut on_alerts) } else { None },
+    )?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let out = read.outcome(&s, &q);
     if let Some(p) = &a.incidents {
         let mut w = BufWriter::new(
             File::create(p)
@@ -385,6 +231,9 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
         );
         floodwatch_output::write_jsonl(&mut w, &out.incidents)
             .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if stream {
+        return Ok(ExitCode::SUCCESS);
     }
     let stdout = io::stdout();
     let mut w = BufWriter::new(stdout.lock());
@@ -459,7 +308,7 @@ fn evaluate(a: EvaluateArgs) -> Result<ExitCode> {
     let file = load_file(&a.common)?;
     let s = settings(&a.common, file)?;
     let labels = floodwatch_sim::read_labels(&a.labels)?;
-    let read = read_detect(&a.common.inputs, &s, &SCORED)?;
+    let read = read_detect(&a.common.inputs, &s, &SCORED, None)?;
     let report = score(&read, &s, &labels, &targets(&a))?;
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
@@ -548,7 +397,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         progress: io::stderr().is_terminal(),
     };
     let s = settings(&common, FileConfig::default())?;
-    let read = read_detect(&common.inputs, &s, &SCORED)?;
+    let read = read_detect(&common.inputs, &s, &SCORED, None)?;
     let out = read.outcome(&s, &Query::default());
     let stdout = io::stdout();
     let mut w = BufWriter::new(stdout.lock());

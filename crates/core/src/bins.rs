@@ -130,6 +130,14 @@ impl ClassAgg {
         }
     }
 
+    fn scale(&mut self, factor: f64) {
+        use crate::sketch::scale_count;
+        self.count = scale_count(self.count, factor);
+        self.bytes = scale_count(self.bytes, factor);
+        self.packets = scale_count(self.packets, factor);
+        self.sources.scale(factor);
+    }
+
     fn merge(&mut self, o: &ClassAgg) {
         self.count += o.count;
         self.bytes += o.bytes;
@@ -249,6 +257,26 @@ impl BinAgg {
     /// Inbound connections of every class.
     pub fn inbound(&self) -> u64 {
         self.classes.iter().map(|c| c.count).sum()
+    }
+
+    /// The bin as it would look if the traffic seen so far went on at the same rate for
+    /// `factor` times as long: every count (connections, bytes, per-source counts) times
+    /// `factor`, the sources themselves unchanged. A part of a bin projected onto the whole bin
+    /// can then be judged by the same tests as a complete one (the live service's early alerts).
+    pub fn projected(&self, factor: f64) -> BinAgg {
+        use crate::sketch::scale_count;
+        let mut b = self.clone();
+        b.rows = scale_count(b.rows, factor);
+        b.allowed = scale_count(b.allowed, factor);
+        for c in &mut b.classes {
+            c.scale(factor);
+        }
+        b.seed.count = scale_count(b.seed.count, factor);
+        b.seed.bytes = scale_count(b.seed.bytes, factor);
+        b.sources.scale(factor);
+        b.prefixes.scale(factor);
+        b.top.scale(factor);
+        b
     }
 
     pub fn merge(&mut self, o: &BinAgg) {
@@ -659,6 +687,22 @@ impl Aggregator {
             devices: self.devices.clone(),
             bins: out,
             stats: IngestStats::default(),
+        }
+    }
+
+    /// Hands on every bin held, open or not, without refusing later events for any of them:
+    /// a reader that only pre-aggregates (the live service's) passes its partial bins on after
+    /// each batch and lets the consumer decide what is late. Device names and the duplicate
+    /// filter are kept; the result carries the stats gathered since the last call.
+    pub fn take_all(&mut self) -> Aggregates {
+        let bins: BTreeMap<BinKey, BinAgg> = std::mem::take(&mut self.bins).into_iter().collect();
+        self.index.clear();
+        self.recent.clear();
+        Aggregates {
+            width: self.width,
+            devices: self.devices.clone(),
+            bins,
+            stats: std::mem::take(&mut self.stats),
         }
     }
 

@@ -248,9 +248,30 @@ impl SourceSketch {
         self.entries.is_empty()
     }
 
+    /// Multiplies every count by `factor` (rounded, at least 1, saturating): the same sources
+    /// at a proportionally higher rate. Used to project a part of a bin onto the whole bin.
+    pub fn scale(&mut self, factor: f64) {
+        for c in self.entries.values_mut() {
+            *c = scale_count(*c as u64, factor).min(u32::MAX as u64) as u32;
+        }
+    }
+
     /// Sum of the counts of the canonical sample.
     pub fn sampled_weight(&self) -> u64 {
         self.canonical().iter().map(|e| e.1 as u64).sum()
+    }
+}
+
+/// `c x factor`, rounded, never below 1 for a non-zero count.
+pub(crate) fn scale_count(c: u64, factor: f64) -> u64 {
+    if c == 0 {
+        return 0;
+    }
+    let x = (c as f64 * factor).round();
+    if x >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        (x as u64).max(1)
     }
 }
 
@@ -471,6 +492,15 @@ impl TopSources {
 
     fn min_count(&self) -> u64 {
         self.entries.iter().map(|e| e.1).min().unwrap_or(0)
+    }
+
+    /// Multiplies every counter and its error bound by `factor` (see [`SourceSketch::scale`]).
+    pub fn scale(&mut self, factor: f64) {
+        for e in &mut self.entries {
+            e.1 = scale_count(e.1, factor);
+            e.2 = scale_count(e.2, factor).min(e.1);
+        }
+        self.rebuild();
     }
 
     /// Heaviest first: (source, estimated count, maximum over-estimate).

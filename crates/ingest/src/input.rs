@@ -166,7 +166,9 @@ impl ReadAhead {
     const BLOCK: usize = 4 << 20;
     const AHEAD: usize = 2;
 
-    fn new(mut inner: Box<dyn Read + Send>) -> Self {
+    /// `eager`: hand on what each read of `inner` gives at once instead of filling a block
+    /// (a pipe that may stay open, whose lines must be seen as they come).
+    fn new(mut inner: Box<dyn Read + Send>, eager: bool) -> Self {
         let (send, blocks) = mpsc::sync_channel::<Vec<u8>>(Self::AHEAD);
         let (spent, reuse) = mpsc::channel::<Vec<u8>>();
         std::thread::spawn(move || {
@@ -177,15 +179,22 @@ impl ReadAhead {
                 buf.clear();
                 // The reader below is a `Guard`: a decoding error ends the input (and is kept
                 // in its break slot) rather than coming out here.
-                let n = inner
-                    .by_ref()
-                    .take(Self::BLOCK as u64)
-                    .read_to_end(&mut buf)
-                    .unwrap_or_default();
+                let n = if eager {
+                    buf.resize(Self::BLOCK, 0);
+                    let n = inner.read(&mut buf).unwrap_or_default();
+                    buf.truncate(n);
+                    n
+                } else {
+                    inner
+                        .by_ref()
+                        .take(Self::BLOCK as u64)
+                        .read_to_end(&mut buf)
+                        .unwrap_or_default()
+                };
                 if n > 0 && send.send(buf).is_err() {
                     return; // the reader was dropped
                 }
-                if n < Self::BLOCK {
+                if n == 0 || (!eager && n < Self::BLOCK) {
                     return; // end of input; dropping `send` tells the reader
                 }
             }
@@ -195,6 +204,24 @@ impl ReadAhead {
             spent,
             current: Vec::new(),
             at: 0,
+        }
+    }
+}
+
+impl ReadAhead {
+    /// Whether a read would return data without waiting.
+    fn ready(&mut self) -> bool {
+        if self.at < self.current.len() {
+            return true;
+        }
+        match self.blocks.try_recv() {
+            Ok(next) => {
+                let old = std::mem::replace(&mut self.current, next);
+                let _ = self.spent.send(old);
+                self.at = 0;
+                true
+            }
+            Err(_) => false,
         }
     }
 }
@@ -258,7 +285,13 @@ fn open(input: &Input) -> Result<Opened, IngestError> {
     while filled < SNIFF {
         match guard.read(&mut head[filled..]) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                // A pipe that stays open: a whole line is enough to tell the format by.
+                if input.path.is_none() && head[..filled].contains(&b'\n') {
+                    break;
+                }
+            }
             Err(e) => return Err(io_err(e)),
         }
     }
@@ -767,7 +800,10 @@ fn read_blocks(run: &mut Run, input: &Input, opened: Opened) -> Result<(), Inges
         compression,
         brk,
     } = opened;
-    let mut rest = ReadAhead::new(rest);
+    // Standard input may be a pipe that stays open (`tail -f`): its lines are parsed as they
+    // come, and a block is cut whenever no more input is waiting.
+    let eager = input.path.is_none();
+    let mut rest = ReadAhead::new(rest, eager);
     let max_line = run.opts.max_line_bytes;
     let io_err = |source| IngestError::Io {
         path: input.path.clone().unwrap_or_else(|| PathBuf::from("-")),
@@ -795,6 +831,9 @@ fn read_blocks(run: &mut Run, input: &Input, opened: Opened) -> Result<(), Inges
                 Ok(n) => {
                     buf.truncate(len + n);
                     run.diag.bytes_read += n as u64;
+                    if eager && !rest.ready() {
+                        break;
+                    }
                 }
                 Err(e) => return Err(io_err(e)),
             }

@@ -112,8 +112,15 @@ const CSV_HEADER: [&str; 17] = [
 ];
 
 fn write_csv(out: &mut dyn Write, alerts: &[Alert]) -> io::Result<()> {
+    write_csv_rows(out, alerts, true)
+}
+
+/// CSV rows, with the header line first when `header` (streamed output writes it once).
+pub fn write_csv_rows(out: &mut dyn Write, alerts: &[Alert], header: bool) -> io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
-    w.write_record(CSV_HEADER)?;
+    if header {
+        w.write_record(CSV_HEADER)?;
+    }
     for a in alerts {
         w.write_record([
             Rfc3339(a.time_generated).to_string(),

@@ -19,7 +19,7 @@ use crate::alert::{Alert, BaselineInfo, Confidence, RuleName, Severity, TopSourc
 pub const TOP_SOURCES: usize = 10;
 
 /// An alert with what the incident builder needs to know about it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
     pub alert: Alert,
     pub bin: i64,
@@ -154,6 +154,54 @@ impl Detector {
             }
         }
         out
+    }
+}
+
+impl Detector {
+    /// Judges a part of `device`'s open bin `bin` without changing any state: `partial` holds
+    /// the traffic seen in a stretch of the bin that is `fraction` (0 < fraction <= 1) of its
+    /// width, projected onto the whole bin at the same rate ([`BinAgg::projected`]) and put
+    /// through the same tests, suppression included, as a complete bin. Returns the alert the
+    /// whole bin would raise if the stretch were typical of it, or `None`. Fleet-wide (carpet)
+    /// rises are left to the complete bin.
+    pub fn preview(
+        &self,
+        bin: i64,
+        device: &str,
+        partial: &BinAgg,
+        fraction: f64,
+    ) -> Option<Alert> {
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            return None;
+        }
+        let per_day = self.width.per_day();
+        let fresh;
+        let state = match self.state.devices.get(device) {
+            Some(s) => {
+                if s.next_bin().is_some_and(|next| bin < next) {
+                    return None;
+                }
+                s
+            }
+            None => {
+                fresh = DeviceState::new(&self.cfg, per_day);
+                &fresh
+            }
+        };
+        let projected = partial.projected(1.0 / fraction);
+        let a = state.assess(bin, &projected, &self.cfg, per_day);
+        a.triggered().then(|| {
+            build_alert(
+                &self.cfg,
+                &self.windows,
+                self.width,
+                device,
+                &projected,
+                &a,
+                state.streak(),
+                None,
+            )
+        })
     }
 }
 

@@ -233,6 +233,25 @@ impl DeviceState {
         self.history.len()
     }
 
+    /// The expected connections of each vector group ([`Group::ALL`] order) in `bin`, and their
+    /// spread; `None` while the device has no baseline yet (warm-up).
+    pub fn expected(
+        &self,
+        bin: i64,
+        cfg: &FloodwatchConfig,
+        per_day: i64,
+    ) -> Option<[(f64, f64); 4]> {
+        let b = self.history.baseline(bin, per_day, cfg);
+        (b.kind != BaselineKind::Cold).then(|| {
+            let mut out = [(0.0, 0.0); 4];
+            for g in Group::ALL {
+                let m = b.metric[g as usize];
+                out[g as usize] = (m.median, m.spread);
+            }
+            out
+        })
+    }
+
     /// Source hashes remembered.
     pub fn remembered_sources(&self) -> usize {
         self.sources.len()

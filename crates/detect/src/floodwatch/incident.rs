@@ -101,7 +101,13 @@ pub struct Incident {
     pub suppression_reason: Option<String>,
 }
 
-fn compact(t: Nanos) -> String {
+/// The id of the device incident starting at `start` (also what the live service gives it).
+pub fn device_incident_id(device: &str, start: Nanos) -> String {
+    format!("FW-{device}-{}", compact(start))
+}
+
+/// `t` as `YYYYMMDDTHHMMSSZ`.
+pub fn compact(t: Nanos) -> String {
     Rfc3339(t)
         .to_string()
         .chars()
@@ -251,7 +257,7 @@ fn make(
     tops.truncate(TOP_SOURCES);
     let suppressed = idx.iter().all(|&i| scored[i].alert.suppressed);
     let id = match kind {
-        IncidentKind::Device => format!("FW-{}-{}", peak.device_name, compact(start)),
+        IncidentKind::Device => device_incident_id(&peak.device_name, start),
         IncidentKind::CarpetBombing => format!("FW-carpet-{}", compact(start)),
     };
     Incident {

@@ -142,6 +142,15 @@ pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detec
     stream.finish(range.since)
 }
 
+/// The serializable part of a [`Stream`]: the detector's state, where each device stands, and
+/// the alerts not yet taken.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StreamState {
+    pub detector: DetectorState,
+    pub next: BTreeMap<String, i64>,
+    pub scored: Vec<Scored>,
+}
+
 /// The detector fed with complete bins as they come (sealed by ingest, or a whole batch at
 /// once): the same result as [`run`] over all of them, in memory bounded by the detector's own
 /// state and the alerts.
@@ -216,6 +225,61 @@ impl Stream {
     /// The detector's state: every device's history so far.
     pub fn state(&self) -> &DetectorState {
         &self.det.state
+    }
+
+    /// The detector itself, for judging open bins ([`Detector::preview`]).
+    pub fn detector(&self) -> &Detector {
+        &self.det
+    }
+
+    /// Takes the alerts scored since the last call out of the stream: a long-running consumer
+    /// (the live service) keeps them elsewhere rather than in memory. [`Stream::finish`] then
+    /// sees only what was not taken.
+    pub fn take_scored(&mut self) -> Vec<Scored> {
+        std::mem::take(&mut self.scored)
+    }
+
+    /// Everything needed to resume this stream later ([`Stream::resume`]), alerts not yet
+    /// taken included.
+    pub fn snapshot(&self) -> StreamState {
+        StreamState {
+            detector: self.det.state.clone(),
+            next: self.next.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            scored: self.scored.clone(),
+        }
+    }
+
+    /// A stream that goes on from `state` as if it had never stopped.
+    pub fn resume(
+        cfg: &FloodwatchConfig,
+        width: floodwatch_core::BinWidth,
+        until: Option<Nanos>,
+        state: StreamState,
+    ) -> Self {
+        let mut s = Stream::new(cfg, width, until);
+        s.det.state = state.detector;
+        s.next = state.next.into_iter().collect();
+        s.scored = state.scored;
+        s
+    }
+
+    /// How many alerts the stream holds (scored and not taken).
+    pub fn scored_len(&self) -> usize {
+        self.scored.len()
+    }
+
+    /// The alerts held, from the `from`-th on, in the order they were scored.
+    pub fn scored_since(&self, from: usize) -> &[Scored] {
+        self.scored.get(from..).unwrap_or(&[])
+    }
+
+    pub fn width(&self) -> floodwatch_core::BinWidth {
+        self.width
+    }
+
+    /// Per device, the bin after the last one scored.
+    pub fn next_bins(&self) -> &HashMap<String, i64> {
+        &self.next
     }
 
     /// Alerts and incidents of the bins starting at or after `since` (earlier bins only built

@@ -1,0 +1,260 @@
+//! The batch run: every input read on every core, bins sealed as the input is read and scored
+//! on a thread of their own, late input read again with every bin kept.
+
+use std::path::PathBuf;
+
+use floodwatch_core::time::Nanos;
+use floodwatch_core::{Aggregates, Diagnostics, IngestStats, SkipReason};
+use floodwatch_detect::Alert;
+use floodwatch_detect::floodwatch::{self as fw};
+use floodwatch_detect::seed::{self, SeedTable};
+use floodwatch_ingest::{IngestError, IngestOptions, InputFormat};
+
+use crate::live::Tracker;
+use crate::settings::{Query, Rule, Settings};
+
+/// What a rule keeps of complete bins while ingest reads on: a few numbers a bin for the seed
+/// rule, the detector's own state for floodwatch's. Either way a bin's sketches go as soon as
+/// ingest seals it.
+enum Consumer {
+    Seed(SeedTable),
+    Floodwatch(Box<fw::Stream>),
+}
+
+impl Consumer {
+    fn new(s: &Settings, q: &Query) -> Self {
+        match s.rule {
+            Rule::Seed => Consumer::Seed(SeedTable::new(s.width)),
+            Rule::Floodwatch => {
+                Consumer::Floodwatch(Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)))
+            }
+        }
+    }
+
+    /// `complete`: bins at or above it may be incomplete.
+    fn push(&mut self, bins: &Aggregates, complete: i64) {
+        match self {
+            Consumer::Seed(t) => t.push(bins),
+            Consumer::Floodwatch(f) => f.push(bins, complete),
+        }
+    }
+
+    fn outcome(&self, s: &Settings, q: &Query, stats: &IngestStats) -> Outcome {
+        let since = if q.since_first_event {
+            stats.min_ts
+        } else {
+            q.since
+        };
+        match self {
+            Consumer::Seed(t) => {
+                let alerts = if since.is_some() || q.until.is_some() {
+                    seed::run_scheduled_table(t, &s.seed, since, q.until)
+                } else {
+                    seed::run_table(t, &s.seed, q.now)
+                };
+                Outcome {
+                    alerts,
+                    incidents: Vec::new(),
+                }
+            }
+            Consumer::Floodwatch(f) => {
+                let d = f.finish(since);
+                Outcome {
+                    alerts: d.alerts,
+                    incidents: d.incidents,
+                }
+            }
+        }
+    }
+}
+
+/// Result of running a rule.
+pub struct Outcome {
+    pub alerts: Vec<Alert>,
+    pub incidents: Vec<fw::Incident>,
+}
+
+/// The input read and the rule run over it.
+pub struct Detected {
+    consumer: Consumer,
+    pub stats: IngestStats,
+    pub diagnostics: Diagnostics,
+    pub formats: std::collections::BTreeMap<String, InputFormat>,
+    /// What the run has to tell the user about what it skipped (empty when nothing was).
+    pub notices: Vec<String>,
+}
+
+impl Detected {
+    /// The alerts for `q` (whose `until` must be the one the input was read with).
+    pub fn outcome(&self, s: &Settings, q: &Query) -> Outcome {
+        self.consumer.outcome(s, q, &self.stats)
+    }
+}
+
+/// Called with the alerts of each batch of bins as they are scored (floodwatch rule only), in
+/// time order, each alert once; runs on the scoring thread.
+pub type OnAlerts<'a> = dyn FnMut(&[Alert]) + Send + 'a;
+
+/// Reads every input and runs the rule over it as bins complete. When some events came later
+/// than the lateness horizon and the inputs are files, they are read again with every bin kept
+/// (`notice` is told why); on standard input the late events are counted and reported.
+///
+/// `on_alerts`, when given, sees each alert as soon as its bin is scored (with an `IncidentId`
+/// from the device's run of alert bins, as the live service gives it); the alerts of
+/// [`Detected::outcome`] are the same ones.
+pub fn read_detect(
+    inputs: &[PathBuf],
+    s: &Settings,
+    q: &Query,
+    notice: &mut dyn FnMut(&str),
+    mut on_alerts: Option<&mut OnAlerts<'_>>,
+) -> Result<Detected, IngestError> {
+    let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
+    // Alerts already shown cannot be taken back: a streamed run is never read twice.
+    let (mut consumer, mut tracker, mut out) =
+        read_once(inputs, s, q, s.ingest.lateness, on_alerts.as_deref_mut())?;
+    let late = out.diagnostics.count(SkipReason::Late);
+    if late > 0 && !stdin && on_alerts.is_none() {
+        notice(&format!(
+            "{late} event(s) came more than the lateness horizon ({}) behind the input before them; reading the input again with every bin kept (sort it by time, or pass --lateness all, to read it once)",
+            horizon(s.ingest.lateness)
+        ));
+        (consumer, tracker, out) = read_once(inputs, s, q, None, None)?;
+    }
+    let stats = out.rest.stats;
+    let notices = skip_notices(&out.diagnostics, &stats, s.ingest.lateness);
+    // The rest carries the whole input's stats, which give the seed table its time span.
+    let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
+    let before = scored_len(&consumer);
+    consumer.push(&out.rest, complete);
+    if let (Some(cb), Consumer::Floodwatch(f)) = (on_alerts, &consumer) {
+        emit_new(f, before, &mut tracker, cb);
+    }
+    Ok(Detected {
+        consumer,
+        stats,
+        diagnostics: out.diagnostics,
+        formats: out.formats,
+        notices,
+    })
+}
+
+fn scored_len(c: &Consumer) -> usize {
+    match c {
+        Consumer::Floodwatch(f) => f.scored_len(),
+        Consumer::Seed(_) => 0,
+    }
+}
+
+/// Hands the alerts scored after the first `from` to `cb`, in time order, with incident ids.
+fn emit_new(f: &fw::Stream, from: usize, tracker: &mut Tracker, cb: &mut OnAlerts<'_>) {
+    let mut fresh: Vec<fw::Scored> = f.scored_since(from).to_vec();
+    if fresh.is_empty() {
+        return;
+    }
+    fresh.sort_by(|a, b| {
+        a.bin
+            .cmp(&b.bin)
+            .then(a.alert.device_name.cmp(&b.alert.device_name))
+    });
+    let alerts: Vec<Alert> = fresh
+        .into_iter()
+        .map(|mut sc| {
+            sc.alert.incident_id =
+                Some(tracker.incident_of(&sc.alert.device_name, sc.bin, f.width()));
+            sc.alert
+        })
+        .collect();
+    cb(&alerts);
+}
+
+fn horizon(lateness: Option<Nanos>) -> String {
+    lateness.map_or("all".to_owned(), |l| format!("{}s", l / 1_000_000_000))
+}
+
+/// One pass over the inputs with bins sealed `lateness` behind (`None`: every bin kept).
+fn read_once(
+    inputs: &[PathBuf],
+    s: &Settings,
+    q: &Query,
+    lateness: Option<Nanos>,
+    on_alerts: Option<&mut OnAlerts<'_>>,
+) -> Result<(Consumer, Tracker, floodwatch_ingest::StreamOutput), IngestError> {
+    let make = || s.aggregator(s.width);
+    let opts = IngestOptions {
+        lateness,
+        ..s.ingest.clone()
+    };
+    // The rule scores sealed bins on a thread of its own, while the workers read on: scoring
+    // a window's bins takes about as long as a sizeable part of reading the next.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
+        let mut consumer = Consumer::new(s, q);
+        let scorer = std::thread::Builder::new()
+            .name("scorer".into())
+            .spawn_scoped(scope, move || {
+                let mut tracker = Tracker::new(s.floodwatch.incident_gap_bins);
+                let mut on_alerts = on_alerts;
+                for bins in rx {
+                    let before = scored_len(&consumer);
+                    consumer.push(&bins, i64::MAX);
+                    if let (Some(cb), Consumer::Floodwatch(f)) =
+                        (on_alerts.as_deref_mut(), &consumer)
+                    {
+                        emit_new(f, before, &mut tracker, cb);
+                    }
+                }
+                (consumer, tracker)
+            })
+            .map_err(|e| IngestError::Io {
+                path: PathBuf::from("(detector thread)"),
+                source: e,
+            })?;
+        let out = floodwatch_ingest::ingest_into(inputs, &opts, &make, &mut |bins| {
+            // A send fails only if the scorer died; its panic is reported by the join below.
+            let _ = tx.send(bins);
+        });
+        drop(tx);
+        let (consumer, tracker) = match scorer.join() {
+            Ok(c) => c,
+            // A panic in the detector is a bug; carry it on rather than hide it.
+            Err(p) => std::panic::resume_unwind(p),
+        };
+        Ok((consumer, tracker, out?))
+    })
+}
+
+/// The lines telling what was skipped and why, with the first examples and where they were;
+/// empty when nothing was.
+pub fn skip_notices(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos>) -> Vec<String> {
+    let mut out = Vec::new();
+    let dup = stats.duplicates;
+    if d.total_skipped() == 0 && dup == 0 {
+        return out;
+    }
+    let mut msg = format!("read {} records, used {}", d.records_read, stats.events);
+    if dup > 0 {
+        msg.push_str(&format!("; dropped {dup} exact duplicate(s)"));
+    }
+    if d.total_skipped() > 0 {
+        let parts: Vec<String> = d.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        msg.push_str(&format!("; skipped: {}", parts.join(", ")));
+    }
+    out.push(msg);
+    for ex in &d.examples {
+        out.push(format!("  {ex}"));
+    }
+    let shown = d.examples.len() as u64;
+    let listed = d.total_skipped() - d.count(SkipReason::OtherTable);
+    if listed > shown {
+        out.push(format!("  ({} more not shown)", listed - shown));
+    }
+    if d.count(SkipReason::Late) > 0 {
+        out.push(format!(
+            "{} event(s) came more than the lateness horizon ({}) behind the input before them, after their bins had been scored, and are not counted; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
+            d.count(SkipReason::Late),
+            horizon(lateness)
+        ));
+    }
+    out
+}

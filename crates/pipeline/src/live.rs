@@ -1,0 +1,895 @@
+//! The live engine: partial aggregates in, alerts and incident changes out, as telemetry
+//! arrives.
+//!
+//! # Time
+//!
+//! Everything is event time. The engine's *watermark* is the newest event time seen minus
+//! [`LiveConfig::lateness`]; a bin is sealed (complete, scored by the same
+//! [`floodwatch_detect::floodwatch::Stream`] as a batch run) once the watermark passes its end,
+//! and events for a sealed bin are *late*: counted by source and dropped. One watermark serves
+//! every device, so a device that goes quiet has its bins closed by the others' traffic; when
+//! the whole stream goes quiet, the service (which owns the wall clock) calls
+//! [`Engine::advance`] so that the last bins close too; that is the one place wall time enters,
+//! and the service journals it, so a replay after a crash takes the same decisions.
+//!
+//! # Early decisions
+//!
+//! Each time event time passes the end of a sub-window ([`LiveConfig::step`], 10 s by
+//! default), every device's open bin is judged on what it holds so far, and on its last
+//! [`LiveConfig::early_trailing`] sub-windows alone (a flood that starts mid-bin is diluted in
+//! the bin so far, not in the trailing stretch): each stretch is projected onto the whole bin at
+//! its own rate and put through the complete bin's tests, suppression included
+//! ([`floodwatch_detect::floodwatch::Detector::preview`]). An `early` alert also needs the
+//! stretch itself, unprojected, to carry `min_excess` connections above its expected part, so
+//! that a few seconds of a quiet device do not extrapolate into a flood. The bin's own alert
+//! follows when it is sealed; an early alert that its bin does not confirm is counted
+//! ([`Counters::early_unconfirmed`]).
+//!
+//! # What crosses between reading and detecting
+//!
+//! A [`Partial`]: per (device, sub-window) aggregates, keyed by device name, serializable and
+//! mergeable. Readers may send the same sub-window many times (each batch's share); the engine
+//! merges them. This is the unit a scale-out puts on a keyed topic.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use floodwatch_core::time::{Nanos, Rfc3339};
+use floodwatch_core::{Aggregates, BinAgg, BinKey, BinWidth, DeviceTable};
+use floodwatch_detect::floodwatch::incident::{compact, device_incident_id};
+use floodwatch_detect::floodwatch::{FloodwatchConfig, Scored, Stream, StreamState};
+use floodwatch_detect::{Alert, Severity};
+
+/// How the live engine closes bins and decides early. Every field has a `[serve]` key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveConfig {
+    /// Bin width (as the batch run's). Default 5 min.
+    pub width: BinWidth,
+    /// Sub-window: readers aggregate at this width, early decisions are taken each time event
+    /// time passes one. Must divide the bin width. Default 10 s.
+    pub step: BinWidth,
+    /// How far (event time) behind the newest event an event may come and still count.
+    /// Default 2 min.
+    pub lateness: Nanos,
+    /// Decide inside the open bin. Default on.
+    pub early: bool,
+    /// Sub-windows in the trailing stretch judged early. Default 3 (30 s).
+    pub early_trailing: u32,
+}
+
+impl LiveConfig {
+    pub const DEFAULT_LATENESS: Nanos = 120 * 1_000_000_000;
+
+    pub fn new(width: BinWidth) -> Self {
+        LiveConfig {
+            width,
+            step: BinWidth::from_secs(10).unwrap_or(width),
+            lateness: Self::DEFAULT_LATENESS,
+            early: true,
+            early_trailing: 3,
+        }
+    }
+
+    /// Errors name the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let (w, s) = (self.width.nanos(), self.step.nanos());
+        if s > w || w % s != 0 {
+            return Err(format!(
+                "early step {}s must divide the bin width {}s",
+                s / 1_000_000_000,
+                w / 1_000_000_000
+            ));
+        }
+        if self.lateness < 0 {
+            return Err("lateness must not be negative".into());
+        }
+        if self.early_trailing == 0 {
+            return Err("early_trailing must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Per (device, sub-window) aggregates from one reader batch: the unit that crosses from
+/// reading to detecting.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Partial {
+    /// Which input it came from (`http`, `kafka:TOPIC/PARTITION`, `file:PATH`, ...), for the
+    /// late counts.
+    pub source: String,
+    /// Aggregates at the sub-window width, with the batch's event stats.
+    pub aggs: Aggregates,
+}
+
+impl Partial {
+    /// Splits into one partial per device (the key a scale-out topic partitions by).
+    pub fn by_device(self) -> Vec<(String, Partial)> {
+        let mut out: BTreeMap<String, Aggregates> = BTreeMap::new();
+        let width = self.aggs.width;
+        for (k, agg) in self.aggs.bins {
+            let name = self.aggs.devices.name(k.device).to_owned();
+            let a = out
+                .entry(name.clone())
+                .or_insert_with(|| Aggregates::empty(width));
+            let id = a.devices.intern(&name);
+            a.bins.insert(
+                BinKey {
+                    device: id,
+                    bin: k.bin,
+                },
+                agg,
+            );
+        }
+        let stats = self.aggs.stats;
+        out.into_iter()
+            .map(|(name, mut aggs)| {
+                aggs.stats = stats;
+                (
+                    name,
+                    Partial {
+                        source: self.source.clone(),
+                        aggs,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Which decision an alert comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Inside the open bin, on part of it.
+    Early,
+    /// The complete bin.
+    Bin,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Early => "early",
+            Stage::Bin => "bin",
+        }
+    }
+}
+
+/// An alert as the live service emits it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveAlert {
+    /// Stable: the same decision after a restart has the same id.
+    pub alert_id: String,
+    pub stage: Stage,
+    /// The event time at which it was decided.
+    pub detected_at: Nanos,
+    pub alert: Alert,
+    /// Bin index, and whether the fleet-wide test raised it (for rebuilding incidents).
+    pub bin: i64,
+    pub carpet: bool,
+}
+
+impl LiveAlert {
+    pub fn id(stage: Stage, device: &str, bin_start: Nanos) -> String {
+        format!("{}-{}-{device}", stage.as_str(), compact(bin_start))
+    }
+
+    /// The alert JSON `detect` writes, plus `AlertId`, `Stage` and `DetectedAt`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.alert).unwrap_or(serde_json::Value::Null);
+        if let Some(m) = v.as_object_mut() {
+            m.insert("AlertId".into(), self.alert_id.clone().into());
+            m.insert("Stage".into(), self.stage.as_str().into());
+            m.insert(
+                "DetectedAt".into(),
+                Rfc3339(self.detected_at).to_string().into(),
+            );
+        }
+        v
+    }
+
+    /// The scored form the incident builder takes (bin-stage alerts).
+    pub fn scored(&self) -> Scored {
+        Scored {
+            alert: self.alert.clone(),
+            bin: self.bin,
+            carpet: self.carpet,
+        }
+    }
+}
+
+/// What happened to an incident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentPhase {
+    /// Its first unsuppressed alert.
+    Opened,
+    /// Its severity rose.
+    Escalated,
+    /// Its bins ended: `incident_gap_bins` scored bins passed without an alert.
+    Closed,
+}
+
+impl IncidentPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentPhase::Opened => "opened",
+            IncidentPhase::Escalated => "escalated",
+            IncidentPhase::Closed => "closed",
+        }
+    }
+}
+
+/// A change of a device incident, for chat and webhook sinks: one message when it opens,
+/// updates when it escalates and when it ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncidentEvent {
+    /// Stable: `<IncidentId>:<phase>[:<n>]`.
+    pub event_id: String,
+    pub incident_id: String,
+    pub phase: IncidentPhase,
+    pub device_name: String,
+    /// Start of its first alert bin.
+    pub start: Nanos,
+    /// End of its last alert bin (when closed).
+    pub end: Option<Nanos>,
+    /// Event time of the decision.
+    pub detected_at: Nanos,
+    pub severity: Severity,
+    pub vector: Option<String>,
+    /// The highest connection count of its bins so far.
+    pub peak_requests: u64,
+    pub alert_bins: u32,
+    /// The alert that caused this change (the last one, when closed).
+    pub alert: Alert,
+}
+
+/// What the engine emits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Emit {
+    Alert(Box<LiveAlert>),
+    Incident(Box<IncidentEvent>),
+}
+
+/// One device's current run of alert bins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Track {
+    id: String,
+    start_bin: i64,
+    last_bin: i64,
+    /// An `opened` event was emitted (some bin was unsuppressed).
+    notified: bool,
+    severity: Severity,
+    escalations: u32,
+    peak: u64,
+    bins: BTreeSet<i64>,
+    last_alert: Alert,
+}
+
+/// Groups one device's alert bins into runs the way the batch incident builder does (bins
+/// at most `gap` quiet bins apart), so the ids agree: `FW-<device>-<start>`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    gap: i64,
+    tracks: BTreeMap<String, Track>,
+    /// For [`Tracker::incident_of`] (streamed batch output): the last alert bin and the run's
+    /// start per device.
+    runs: HashMap<String, (i64, i64)>,
+}
+
+impl Tracker {
+    pub fn new(gap_bins: u32) -> Self {
+        Tracker {
+            gap: gap_bins as i64,
+            ..Tracker::default()
+        }
+    }
+
+    /// The incident id of an alert of `device` at `bin`, given the device's alerts in time
+    /// order.
+    pub fn incident_of(&mut self, device: &str, bin: i64, width: BinWidth) -> String {
+        let gap = self.gap;
+        let start = match self.runs.get(device) {
+            Some(&(last, start)) if bin - last <= gap + 1 && bin >= last => start,
+            _ => bin,
+        };
+        self.runs.insert(device.to_owned(), (bin, start));
+        device_incident_id(device, width.start(start))
+    }
+
+    fn closed(t: Track, device: &str, width: BinWidth, at: Nanos) -> Option<IncidentEvent> {
+        t.notified.then(|| IncidentEvent {
+            event_id: format!("{}:closed", t.id),
+            incident_id: t.id.clone(),
+            phase: IncidentPhase::Closed,
+            device_name: device.to_owned(),
+            start: width.start(t.start_bin),
+            end: Some(width.start(t.last_bin + 1)),
+            detected_at: at,
+            severity: t.severity,
+            vector: t.last_alert.vector.map(|v| v.as_str().to_owned()),
+            peak_requests: t.peak,
+            alert_bins: t.bins.len() as u32,
+            alert: t.last_alert,
+        })
+    }
+
+    /// Files `alert` (of `device`, `bin`) in its run; returns its incident id and the changes.
+    fn observe(
+        &mut self,
+        alert: &Alert,
+        bin: i64,
+        stage: Stage,
+        width: BinWidth,
+        at: Nanos,
+    ) -> (String, Vec<IncidentEvent>) {
+        let device = alert.device_name.clone();
+        let mut out = Vec::new();
+        let joins = self
+            .tracks
+            .get(&device)
+            .is_some_and(|t| bin >= t.start_bin && bin - t.last_bin <= self.gap + 1);
+        if !joins && let Some(old) = self.tracks.remove(&device) {
+            out.extend(Self::closed(old, &device, width, at));
+        }
+        let t = self.tracks.entry(device.clone()).or_insert_with(|| Track {
+            id: device_incident_id(&device, width.start(bin)),
+            start_bin: bin,
+            last_bin: bin,
+            notified: false,
+            severity: alert.severity,
+            escalations: 0,
+            peak: 0,
+            bins: BTreeSet::new(),
+            last_alert: alert.clone(),
+        });
+        t.last_bin = t.last_bin.max(bin);
+        if stage == Stage::Bin {
+            t.bins.insert(bin);
+        }
+        t.last_alert = alert.clone();
+        if !alert.suppressed {
+            t.peak = t.peak.max(alert.request_count);
+            let phase = if !t.notified {
+                t.notified = true;
+                t.severity = alert.severity;
+                Some(IncidentPhase::Opened)
+            } else if alert.severity > t.severity {
+                t.severity = alert.severity;
+                t.escalations += 1;
+                Some(IncidentPhase::Escalated)
+            } else {
+                None
+            };
+            if let Some(phase) = phase {
+                let event_id = match phase {
+                    IncidentPhase::Escalated => format!("{}:escalated:{}", t.id, t.escalations),
+                    p => format!("{}:{}", t.id, p.as_str()),
+                };
+                out.push(IncidentEvent {
+                    event_id,
+                    incident_id: t.id.clone(),
+                    phase,
+                    device_name: device.clone(),
+                    start: width.start(t.start_bin),
+                    end: None,
+                    detected_at: at,
+                    severity: t.severity,
+                    vector: alert.vector.map(|v| v.as_str().to_owned()),
+                    peak_requests: t.peak,
+                    alert_bins: t.bins.len() as u32,
+                    alert: alert.clone(),
+                });
+            }
+        }
+        (t.id.clone(), out)
+    }
+
+    /// Closes the runs whose last bin is more than the gap behind `floor` (every bin below it
+    /// scored).
+    fn close_below(&mut self, floor: i64, width: BinWidth, at: Nanos) -> Vec<IncidentEvent> {
+        let gap = self.gap;
+        let done: Vec<String> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.last_bin + gap + 1 < floor)
+            .map(|(d, _)| d.clone())
+            .collect();
+        done.into_iter()
+            .filter_map(|d| {
+                let t = self.tracks.remove(&d)?;
+                Self::closed(t, &d, width, at)
+            })
+            .collect()
+    }
+
+    /// Device incidents still open, with their ids.
+    pub fn open(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tracks.iter().map(|(d, t)| (d.as_str(), t.id.as_str()))
+    }
+}
+
+/// Counters the service reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Events merged into open bins.
+    pub events: u64,
+    /// Events (rows, weighted) for bins already sealed, by source.
+    pub late: BTreeMap<String, u64>,
+    /// Early alerts emitted.
+    pub early: u64,
+    /// Early alerts whose complete bin raised no unsuppressed alert.
+    pub early_unconfirmed: u64,
+    /// Bin alerts emitted (suppressed included).
+    pub bin_alerts: u64,
+    /// Bins sealed and scored.
+    pub bins_sealed: u64,
+}
+
+/// A sealed bin's numbers, for the service's per-device series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BinSummary {
+    pub device_name: String,
+    pub bin: i64,
+    /// Bin start.
+    pub time: Nanos,
+    /// Connections per vector group: web, syn (with failed), udp, icmp.
+    pub counts: [u64; 4],
+    /// Expected connections per group (the baseline median), while the device has one.
+    pub expected: Option<[f64; 4]>,
+    pub distinct_sources: u64,
+    /// Whether the bin raised an alert, and whether it was suppressed.
+    pub alert: bool,
+    pub suppressed: bool,
+}
+
+/// One device's open bin.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct OpenBin {
+    agg: BinAgg,
+}
+
+/// Everything the engine knows, serializable: what a snapshot stores.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    stream: StreamState,
+    open: Vec<((String, i64), OpenBin)>,
+    /// Per device: its most recent sub-windows, oldest first.
+    recent: Vec<(String, Vec<(i64, BinAgg)>)>,
+    newest: Option<Nanos>,
+    floor: i64,
+    early_step: i64,
+    early_fired: BTreeSet<(String, i64)>,
+    tracker: Tracker,
+    counters: Counters,
+}
+
+fn summary(
+    stream: &Stream,
+    fw: &FloodwatchConfig,
+    width: BinWidth,
+    device: &str,
+    bin: i64,
+    agg: &BinAgg,
+) -> BinSummary {
+    use floodwatch_detect::floodwatch::Group;
+    let expected = stream
+        .state()
+        .devices
+        .get(device)
+        .and_then(|d| d.expected(bin, fw, width.per_day()))
+        .map(|e| e.map(|(m, _)| m));
+    BinSummary {
+        device_name: device.to_owned(),
+        bin,
+        time: width.start(bin),
+        counts: Group::ALL.map(|g| g.count(agg)),
+        expected,
+        distinct_sources: agg.sources.distinct().round() as u64,
+        alert: false,
+        suppressed: false,
+    }
+}
+
+/// The live detector; see the module documentation.
+pub struct Engine {
+    cfg: LiveConfig,
+    fw: FloodwatchConfig,
+    stream: Stream,
+    open: BTreeMap<(String, i64), OpenBin>,
+    recent: BTreeMap<String, VecDeque<(i64, BinAgg)>>,
+    /// Newest event time seen (or advanced to).
+    newest: Option<Nanos>,
+    /// Bins below this index are sealed.
+    floor: i64,
+    /// Sub-windows below this index have been judged early.
+    early_step: i64,
+    early_fired: BTreeSet<(String, i64)>,
+    tracker: Tracker,
+    counters: Counters,
+    /// Sealed bins not yet taken by [`Engine::take_sealed`] (not part of the state).
+    sealed: Vec<BinSummary>,
+}
+
+impl Engine {
+    pub fn new(cfg: LiveConfig, fw: FloodwatchConfig) -> Self {
+        Engine {
+            stream: Stream::new(&fw, cfg.width, None),
+            tracker: Tracker::new(fw.incident_gap_bins),
+            cfg,
+            fw,
+            open: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            newest: None,
+            floor: i64::MIN,
+            early_step: i64::MIN,
+            early_fired: BTreeSet::new(),
+            counters: Counters::default(),
+            sealed: Vec::new(),
+        }
+    }
+
+    /// The bins sealed since the last call, with whether each alerted.
+    pub fn take_sealed(&mut self) -> Vec<BinSummary> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// What `device` is expected to carry per vector group in `bin` (baseline median and
+    /// spread), while it has a baseline.
+    pub fn expected(&self, device: &str, bin: i64) -> Option<[(f64, f64); 4]> {
+        self.stream
+            .state()
+            .devices
+            .get(device)
+            .and_then(|d| d.expected(bin, &self.fw, self.cfg.width.per_day()))
+    }
+
+    /// An engine that goes on from `state` exactly as the one that saved it would have.
+    pub fn resume(cfg: LiveConfig, fw: FloodwatchConfig, state: EngineState) -> Self {
+        let mut e = Engine::new(cfg, fw);
+        e.stream = Stream::resume(&e.fw, e.cfg.width, None, state.stream);
+        e.open = state.open.into_iter().collect();
+        e.recent = state
+            .recent
+            .into_iter()
+            .map(|(d, v)| (d, v.into_iter().collect()))
+            .collect();
+        e.newest = state.newest;
+        e.floor = state.floor;
+        e.early_step = state.early_step;
+        e.early_fired = state.early_fired;
+        e.tracker = state.tracker;
+        e.counters = state.counters;
+        e
+    }
+
+    pub fn snapshot(&self) -> EngineState {
+        EngineState {
+            stream: self.stream.snapshot(),
+            open: self
+                .open
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            recent: self
+                .recent
+                .iter()
+                .map(|(d, v)| (d.clone(), v.iter().cloned().collect()))
+                .collect(),
+            newest: self.newest,
+            floor: self.floor,
+            early_step: self.early_step,
+            early_fired: self.early_fired.clone(),
+            tracker: self.tracker.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    pub fn config(&self) -> &LiveConfig {
+        &self.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The newest event time seen.
+    pub fn newest(&self) -> Option<Nanos> {
+        self.newest
+    }
+
+    /// Event time up to which bins are sealed (start of the first open bin).
+    pub fn watermark(&self) -> Option<Nanos> {
+        (self.floor != i64::MIN).then(|| self.cfg.width.start(self.floor))
+    }
+
+    /// The detector's stream (state, per-device positions).
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Open bins: (device, bin index, aggregate so far).
+    pub fn open_bins(&self) -> impl Iterator<Item = (&str, i64, &BinAgg)> {
+        self.open.iter().map(|((d, b), o)| (d.as_str(), *b, &o.agg))
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    /// Merges a reader's partial into the open bins; returns what was decided.
+    pub fn apply(&mut self, p: Partial) -> Vec<Emit> {
+        let step = p.aggs.width;
+        let width = self.cfg.width;
+        for (k, agg) in &p.aggs.bins {
+            let name = p.aggs.devices.name(k.device);
+            let start = step.start(k.bin);
+            let bin = width.index(start);
+            if bin < self.floor {
+                *self.counters.late.entry(p.source.clone()).or_insert(0) += agg.rows;
+                continue;
+            }
+            self.counters.events += agg.rows;
+            match self.open.get_mut(&(name.to_owned(), bin)) {
+                Some(o) => o.agg.merge(agg),
+                None => {
+                    self.open
+                        .insert((name.to_owned(), bin), OpenBin { agg: agg.clone() });
+                }
+            }
+            let sub = self.cfg.step.index(start);
+            let ring = self.recent.entry(name.to_owned()).or_default();
+            match ring.iter_mut().find(|(s, _)| *s == sub) {
+                Some((_, a)) => a.merge(agg),
+                None => {
+                    let at = ring
+                        .iter()
+                        .position(|(s, _)| *s > sub)
+                        .unwrap_or(ring.len());
+                    ring.insert(at, (sub, agg.clone()));
+                }
+            }
+            let keep = self.cfg.early_trailing as usize;
+            while ring.len() > keep {
+                ring.pop_front();
+            }
+        }
+        if let Some(t) = p.aggs.stats.max_ts {
+            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        }
+        self.decide()
+    }
+
+    /// Moves event time on to `t` without events (the stream went quiet): bins close as if an
+    /// event at `t` had come. Called by the service after a quiet spell, and journaled.
+    pub fn advance(&mut self, t: Nanos) -> Vec<Emit> {
+        if self.newest.is_some_and(|n| t > n) {
+            self.newest = Some(t);
+        }
+        self.decide()
+    }
+
+    /// Seals every bin below the one holding the newest event (end of a finite input: the
+    /// newest bin may be incomplete and is not scored, as in a batch run).
+    pub fn finish_input(&mut self) -> Vec<Emit> {
+        let Some(n) = self.newest else {
+            return Vec::new();
+        };
+        let mut out = self.early();
+        out.extend(self.seal(self.cfg.width.index(n)));
+        out
+    }
+
+    fn decide(&mut self) -> Vec<Emit> {
+        let Some(newest) = self.newest else {
+            return Vec::new();
+        };
+        let mut out = self.early();
+        let below = self
+            .cfg
+            .width
+            .index(newest.saturating_sub(self.cfg.lateness));
+        out.extend(self.seal(below));
+        out
+    }
+
+    /// Judges every open bin of the newest bin index once per sub-window passed.
+    fn early(&mut self) -> Vec<Emit> {
+        let Some(newest) = self.newest else {
+            return Vec::new();
+        };
+        let step = self.cfg.step;
+        let width = self.cfg.width;
+        let now_step = step.index(newest);
+        if now_step <= self.early_step {
+            return Vec::new();
+        }
+        self.early_step = now_step;
+        if !self.cfg.early {
+            return Vec::new();
+        }
+        // The sub-windows below `now_step` are complete enough to judge: event time has passed
+        // them. The bin they end in is the one judged.
+        let judged_end = step.start(now_step);
+        let bin = width.index(judged_end - 1);
+        let elapsed = judged_end - width.start(bin);
+        let frac_bin = elapsed as f64 / width.nanos() as f64;
+        let mut out = Vec::new();
+        let devices: Vec<String> = self
+            .open
+            .range((String::new(), i64::MIN)..)
+            .filter(|((_, b), _)| *b == bin)
+            .map(|((d, _), _)| d.clone())
+            .collect();
+        for device in devices {
+            if self.early_fired.contains(&(device.clone(), bin)) {
+                continue;
+            }
+            let Some(open) = self.open.get(&(device.clone(), bin)) else {
+                continue;
+            };
+            let mut candidates: Vec<(BinAgg, f64)> = vec![(open.agg.clone(), frac_bin)];
+            if let Some(ring) = self.recent.get(&device) {
+                let first = now_step - self.cfg.early_trailing as i64;
+                let mut trail = BinAgg::default();
+                let mut n = 0;
+                for (s, a) in ring {
+                    if *s >= first && *s < now_step {
+                        trail.merge(a);
+                        n += 1;
+                    }
+                }
+                let frac =
+                    (self.cfg.early_trailing as i64 * step.nanos()) as f64 / width.nanos() as f64;
+                if n > 0 && frac < frac_bin {
+                    candidates.push((trail, frac));
+                }
+            }
+            for (agg, frac) in candidates {
+                let Some(mut alert) = self.stream.detector().preview(bin, &device, &agg, frac)
+                else {
+                    continue;
+                };
+                if alert.suppressed {
+                    continue;
+                }
+                let expected = alert.baseline.as_ref().map_or(0.0, |b| b.expected);
+                let raw = alert.request_count as f64 * frac;
+                if raw - expected * frac < self.fw.min_excess {
+                    continue;
+                }
+                unproject(
+                    &mut alert,
+                    frac,
+                    elapsed.min((frac * width.nanos() as f64) as i64),
+                );
+                let (incident, changes) =
+                    self.tracker
+                        .observe(&alert, bin, Stage::Early, width, newest);
+                alert.incident_id = Some(incident);
+                self.early_fired.insert((device.clone(), bin));
+                self.counters.early += 1;
+                out.push(Emit::Alert(Box::new(LiveAlert {
+                    alert_id: LiveAlert::id(Stage::Early, &device, width.start(bin)),
+                    stage: Stage::Early,
+                    detected_at: newest,
+                    alert,
+                    bin,
+                    carpet: false,
+                })));
+                out.extend(changes.into_iter().map(|c| Emit::Incident(Box::new(c))));
+                break;
+            }
+        }
+        out
+    }
+
+    /// Seals and scores every open bin below `below`.
+    fn seal(&mut self, below: i64) -> Vec<Emit> {
+        if below <= self.floor {
+            return Vec::new();
+        }
+        self.floor = below;
+        let width = self.cfg.width;
+        let at = self.newest.unwrap_or(width.start(below));
+        let rest = self.open.split_off(&(String::new(), i64::MIN));
+        let (sealed, open): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            rest.into_iter().partition(|((_, b), _)| *b < below);
+        self.open = open;
+        let mut aggs = Aggregates::empty(width);
+        aggs.devices = DeviceTable::default();
+        let first_summary = self.sealed.len();
+        for ((d, b), o) in sealed {
+            self.sealed
+                .push(summary(&self.stream, &self.fw, width, &d, b, &o.agg));
+            let id = aggs.devices.intern(&d);
+            aggs.bins.insert(BinKey { device: id, bin: b }, o.agg);
+            self.counters.bins_sealed += 1;
+        }
+        self.stream.push(&aggs, below);
+        let mut scored = self.stream.take_scored();
+        scored.sort_by(|a, b| {
+            a.bin
+                .cmp(&b.bin)
+                .then(a.alert.device_name.cmp(&b.alert.device_name))
+        });
+        let mut out = Vec::new();
+        let mut confirmed: BTreeSet<(String, i64)> = BTreeSet::new();
+        for sc in scored {
+            // Runs that ended before this bin close first, so events come in time order.
+            for c in self.tracker.close_below(sc.bin, width, at) {
+                out.push(Emit::Incident(Box::new(c)));
+            }
+            let mut alert = sc.alert;
+            if !alert.suppressed {
+                confirmed.insert((alert.device_name.clone(), sc.bin));
+            }
+            if let Some(s) = self.sealed[first_summary..]
+                .iter_mut()
+                .find(|s| s.bin == sc.bin && s.device_name == alert.device_name)
+            {
+                s.alert = true;
+                s.suppressed = alert.suppressed;
+            }
+            let (incident, changes) = self.tracker.observe(&alert, sc.bin, Stage::Bin, width, at);
+            alert.incident_id = Some(incident);
+            self.counters.bin_alerts += 1;
+            out.push(Emit::Alert(Box::new(LiveAlert {
+                alert_id: LiveAlert::id(Stage::Bin, &alert.device_name, width.start(sc.bin)),
+                stage: Stage::Bin,
+                detected_at: at,
+                bin: sc.bin,
+                carpet: sc.carpet,
+                alert,
+            })));
+            out.extend(changes.into_iter().map(|c| Emit::Incident(Box::new(c))));
+        }
+        for c in self.tracker.close_below(below, width, at) {
+            out.push(Emit::Incident(Box::new(c)));
+        }
+        let fired: Vec<(String, i64)> = self
+            .early_fired
+            .iter()
+            .filter(|(_, b)| *b < below)
+            .cloned()
+            .collect();
+        for k in fired {
+            if !confirmed.contains(&k) {
+                self.counters.early_unconfirmed += 1;
+            }
+            self.early_fired.remove(&k);
+        }
+        let step_floor = self.cfg.step.index(width.start(below)) - self.cfg.early_trailing as i64;
+        for ring in self.recent.values_mut() {
+            ring.retain(|(s, _)| *s >= step_floor);
+        }
+        self.recent.retain(|_, r| !r.is_empty());
+        out
+    }
+}
+
+/// An early alert's numbers back from the whole-bin projection to what was seen, with a reason
+/// saying how it was decided.
+fn unproject(alert: &mut Alert, frac: f64, seen: Nanos) {
+    let projected = alert.request_count;
+    let back = |x: u64| (x as f64 * frac).round() as u64;
+    alert.request_count = back(projected);
+    if let Some(b) = alert.total_bytes.as_mut() {
+        *b = back(*b);
+    }
+    for t in &mut alert.top_sources {
+        t.count = back(t.count);
+    }
+    alert.reasons.insert(
+        0,
+        format!(
+            "early decision: {} connections in {}s of the open bin, {} at that rate over the whole bin; the tests below are on that projection, the bin's own alert follows when it closes",
+            alert.request_count,
+            seen / 1_000_000_000,
+            projected
+        ),
+    );
+}

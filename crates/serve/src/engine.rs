@@ -1,0 +1,646 @@
+//! The engine thread: the one owner of the live detector and of the database's write side.
+//!
+//! Sources send it [`Command::Batch`]es over a bounded queue (when it is full, sources wait and
+//! HTTP answers 503: backpressure, not collapse). It takes whatever is queued, and in one
+//! transaction journals each batch's effect, applies it, stores the alerts, series and
+//! notifications it caused and the position its input reached; then it answers each batch's
+//! sender (an HTTP 2xx, a Kafka offset commit, a file offset) — so an acknowledged batch has
+//! survived whatever happens next. Every `snapshot_every` it stores the whole state and drops
+//! the journal before it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use floodwatch_core::time::Nanos;
+use floodwatch_core::{Diagnostics, SkipReason};
+use floodwatch_detect::floodwatch::FloodwatchConfig;
+use floodwatch_pipeline::{Counters, Emit, Engine, EngineState, LiveConfig, Partial};
+
+use crate::metrics::Metrics;
+use crate::state::{self, Entry, InputDelta};
+
+/// Wall time, injected so that tests can move it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// What the engine thread is asked to do.
+pub enum Command {
+    /// A batch read by a source. `ack` is answered once its effect is durable.
+    Batch {
+        input: String,
+        partial: Partial,
+        diag: Diagnostics,
+        position: Option<String>,
+        ack: Option<oneshot::Sender<Result<Ack, String>>>,
+    },
+    /// Store a snapshot now (then answer).
+    Snapshot(oneshot::Sender<()>),
+    /// Flush, snapshot and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What a durable batch did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Ack {
+    pub records: u64,
+    pub events: u64,
+    pub skipped: BTreeMap<String, u64>,
+    pub late: u64,
+}
+
+/// Per input: what it brought, what was skipped and where, where it stands.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub events: u64,
+    pub duplicates: u64,
+    pub skipped: BTreeMap<String, u64>,
+    /// The first skip examples (up to ten), with where they were.
+    pub examples: Vec<String>,
+    pub late: u64,
+    pub position: Option<String>,
+    /// Newest event time it brought.
+    pub newest: Option<Nanos>,
+    pub batches: u64,
+}
+
+/// What the API shows of the engine, refreshed after each commit.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct View {
+    pub newest: Option<Nanos>,
+    pub watermark: Option<Nanos>,
+    pub counters: Counters,
+    pub inputs: BTreeMap<String, InputStats>,
+    pub devices: Vec<DeviceView>,
+    /// Device incidents open now: (device, incident id).
+    pub open_incidents: Vec<(String, String)>,
+    pub journal_rows: i64,
+}
+
+/// One device now.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeviceView {
+    pub device_name: String,
+    /// Start of its newest open bin.
+    pub bin_start: Option<Nanos>,
+    /// Connections per vector (web, syn, udp, icmp) in that bin so far.
+    pub counts: [u64; 4],
+    /// Share of the bin elapsed (event time).
+    pub elapsed: f64,
+    /// Expected per vector for the whole bin (baseline median), while it has one.
+    pub expected: Option<[f64; 4]>,
+    /// `normal`, `suppressed-surge` or `under-attack`.
+    pub state: String,
+    pub incident_id: Option<String>,
+}
+
+/// Shared between the engine thread, sources, sinks and the API.
+pub struct Shared {
+    pub view: RwLock<View>,
+    /// Woken after each commit that queued notifications.
+    pub outbox: Notify,
+    pub metrics: Metrics,
+    pub ready: AtomicBool,
+    pub queue_depth: AtomicUsize,
+    pub state_dir: PathBuf,
+}
+
+impl Shared {
+    pub fn view(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How the engine thread runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub live: LiveConfig,
+    pub floodwatch: FloodwatchConfig,
+    /// Store a snapshot this often (wall time). Default 10 s.
+    pub snapshot_every: Duration,
+    /// After this long without input (wall time), event time moves on with the wall clock so
+    /// that the last bins close. Default 30 s.
+    pub idle_close: Duration,
+    /// Alerts, series and delivered notifications older than this (event time) are dropped.
+    /// Default 30 days.
+    pub retention: Nanos,
+    /// Which notification kinds some sink takes (others are not queued).
+    pub queue_alerts: bool,
+    pub queue_incidents: bool,
+    pub fsync: bool,
+}
+
+/// The snapshot blob (JSON, zstd-compressed).
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    engine: EngineState,
+    inputs: BTreeMap<String, InputStats>,
+    /// Event time the idle advance started from, if any.
+    #[serde(default)]
+    advanced: Option<Nanos>,
+}
+
+struct Core {
+    conn: Connection,
+    st: Live,
+}
+
+/// The engine thread's state apart from the database connection (so a transaction on the
+/// one can be open while the other changes).
+struct Live {
+    opts: EngineOptions,
+    engine: Engine,
+    inputs: BTreeMap<String, InputStats>,
+    journal_seq: i64,
+    snap_seq: i64,
+    last_snapshot: Instant,
+    /// Wall time of the last batch that carried events, and the newest event time then.
+    last_input: Option<(Instant, Nanos)>,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Opens the state, recovers (snapshot, then the journal after it), and starts the engine
+/// thread. Returns the queue to it and the positions each input had reached.
+pub fn start(
+    opts: EngineOptions,
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    queue: usize,
+) -> Result<(
+    mpsc::Sender<Command>,
+    BTreeMap<String, String>,
+    std::thread::JoinHandle<()>,
+)> {
+    let conn = state::open(&shared.state_dir, opts.fsync)
+        .with_context(|| format!("opening the state in {}", shared.state_dir.display()))?;
+    let mut core = Core {
+        conn,
+        st: Live {
+            engine: Engine::new(opts.live.clone(), opts.floodwatch.clone()),
+            opts,
+            inputs: BTreeMap::new(),
+            journal_seq: 0,
+            snap_seq: 0,
+            last_snapshot: clock.now(),
+            last_input: None,
+            shared,
+            clock,
+        },
+    };
+    core.recover().context("recovering the state")?;
+    let positions = state::positions(&core.conn)?;
+    let (tx, rx) = mpsc::channel(queue);
+    let handle = std::thread::Builder::new()
+        .name("engine".into())
+        .spawn(move || core.run(rx))
+        .context("cannot start the engine thread")?;
+    Ok((tx, positions, handle))
+}
+
+fn delta(diag: &Diagnostics, p: &Partial) -> InputDelta {
+    InputDelta {
+        records: diag.records_read,
+        bytes: diag.bytes_read,
+        events: p.aggs.stats.events,
+        duplicates: p.aggs.stats.duplicates,
+        skipped: diag
+            .skipped
+            .iter()
+            .filter(|(r, _)| **r != SkipReason::Late)
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect(),
+        examples: diag.examples.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+impl Core {
+    fn recover(&mut self) -> Result<()> {
+        let (conn, st) = (&self.conn, &mut self.st);
+        st.recover(conn)
+    }
+}
+
+impl Live {
+    fn recover(&mut self, conn: &Connection) -> Result<()> {
+        if let Some((seq, blob)) = state::load_snapshot(conn)? {
+            let json = zstd::decode_all(&blob[..]).context("snapshot: not zstd")?;
+            let snap: Snapshot = serde_json::from_slice(&json).context("snapshot: unreadable")?;
+            self.engine = Engine::resume(
+                self.opts.live.clone(),
+                self.opts.floodwatch.clone(),
+                snap.engine,
+            );
+            self.inputs = snap.inputs;
+            self.journal_seq = seq;
+            self.snap_seq = seq;
+        }
+        let rows = state::journal_after(conn, self.journal_seq)?;
+        let replayed = rows.len();
+        let tx = conn.unchecked_transaction()?;
+        for (seq, blob) in rows {
+            let entry: Entry = serde_json::from_slice(&blob)
+                .with_context(|| format!("journal entry {seq}: unreadable"))?;
+            let (emits, _) = self.apply(entry);
+            self.persist(&tx, emits)?;
+            self.journal_seq = seq;
+        }
+        tx.commit()?;
+        if replayed > 0 {
+            tracing::info!(replayed, "re-applied the journal after the last snapshot");
+        }
+        self.refresh_view();
+        Ok(())
+    }
+
+    /// Applies one journal entry to the engine and the input counters.
+    fn apply(&mut self, entry: Entry) -> (Vec<Emit>, Ack) {
+        match entry {
+            Entry::Batch {
+                input,
+                partial,
+                diag,
+                position,
+            } => {
+                let late_before = self
+                    .engine
+                    .counters()
+                    .late
+                    .get(&input)
+                    .copied()
+                    .unwrap_or(0);
+                let newest = partial.aggs.stats.max_ts;
+                let emits = self.engine.apply(partial);
+                let late = self
+                    .engine
+                    .counters()
+                    .late
+                    .get(&input)
+                    .copied()
+                    .unwrap_or(0)
+                    - late_before;
+                let s = self.inputs.entry(input).or_default();
+                s.records += diag.records;
+                s.bytes += diag.bytes;
+                s.events += diag.events;
+                s.duplicates += diag.duplicates;
+                s.late += late;
+                s.batches += 1;
+                for (r, n) in &diag.skipped {
+                    *s.skipped.entry(r.clone()).or_insert(0) += n;
+                }
+                for e in diag.examples.iter() {
+                    if s.examples.len() < Diagnostics::MAX_EXAMPLES {
+                        s.examples.push(e.clone());
+                    }
+                }
+                if position.is_some() {
+                    s.position = position;
+                }
+                if let Some(n) = newest {
+                    s.newest = Some(s.newest.map_or(n, |x| x.max(n)));
+                }
+                let ack = Ack {
+                    records: diag.records,
+                    events: diag.events,
+                    skipped: diag.skipped.clone(),
+                    late,
+                };
+                (emits, ack)
+            }
+            Entry::Advance { to } => (self.engine.advance(to), Ack::default()),
+        }
+    }
+
+    /// Stores what the engine emitted and the bins it sealed (idempotent: ids are stable).
+    fn persist(&mut self, conn: &Connection, emits: Vec<Emit>) -> Result<bool> {
+        let mut queued = false;
+        let m = &self.shared.metrics;
+        for e in emits {
+            match e {
+                Emit::Alert(a) => {
+                    let json = a.to_json();
+                    let text = serde_json::to_string(&json)?;
+                    let new = state::insert_alert(
+                        conn,
+                        &a.alert_id,
+                        &a.alert.device_name,
+                        a.bin,
+                        a.alert.time_generated,
+                        a.stage.as_str(),
+                        a.alert.suppressed,
+                        a.carpet,
+                        a.alert.incident_id.as_deref(),
+                        a.detected_at,
+                        &serde_json::to_string(&a)?,
+                    )?;
+                    if new {
+                        m.alert(a.stage.as_str(), a.alert.suppressed);
+                    }
+                    if self.opts.queue_alerts && !a.alert.suppressed {
+                        queued |= state::enqueue(conn, &a.alert_id, "alert", a.detected_at, &text)?;
+                    }
+                }
+                Emit::Incident(ev) => {
+                    if self.opts.queue_incidents {
+                        let text = serde_json::to_string(&ev)?;
+                        queued |=
+                            state::enqueue(conn, &ev.event_id, "incident", ev.detected_at, &text)?;
+                    }
+                }
+            }
+        }
+        for s in self.engine.take_sealed() {
+            state::upsert_series(conn, &s.device_name, s.bin, &serde_json::to_string(&s)?)?;
+        }
+        Ok(queued)
+    }
+
+    /// When the stream has been quiet for `idle_close`: event time moved on by the wall time
+    /// since the last input (journaled, so a replay closes the same bins).
+    fn idle_advance(&mut self) -> Option<Nanos> {
+        let (at, newest) = self.last_input?;
+        let quiet = self.clock.now().duration_since(at);
+        if quiet < self.opts.idle_close {
+            return None;
+        }
+        let to = newest.saturating_add(quiet.as_nanos().min(i64::MAX as u128) as i64);
+        let step = self.opts.live.step.nanos();
+        // Only when it moves event time past another sub-window: nothing else could change.
+        let now_step = self.engine.newest().map(|n| n / step);
+        (now_step != Some(to / step)).then_some(to)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn commit(
+        &mut self,
+        conn: &Connection,
+        batches: Vec<(Entry, Option<oneshot::Sender<Result<Ack, String>>>)>,
+    ) -> Result<
+        Vec<(Option<oneshot::Sender<Result<Ack, String>>>, Ack)>,
+        (
+            anyhow::Error,
+            Vec<Option<oneshot::Sender<Result<Ack, String>>>>,
+        ),
+    > {
+        let mut acks: Vec<Option<oneshot::Sender<Result<Ack, String>>>> = Vec::new();
+        let result = (|| -> Result<(Vec<Ack>, bool)> {
+            let tx = conn.unchecked_transaction()?;
+            let mut out = Vec::new();
+            let mut queued = false;
+            for (entry, ack) in batches {
+                acks.push(ack);
+                let blob = serde_json::to_vec(&entry)?;
+                let seq = state::append_journal(&tx, &blob)?;
+                if let Entry::Batch {
+                    input,
+                    position: Some(p),
+                    ..
+                } = &entry
+                {
+                    state::set_position(&tx, input, p)?;
+                }
+                let has_events = matches!(&entry, Entry::Batch { partial, .. } if partial.aggs.stats.max_ts.is_some());
+                let (emits, a) = self.apply(entry);
+                if has_events && let Some(n) = self.engine.newest() {
+                    self.last_input = Some((self.clock.now(), n));
+                }
+                queued |= self.persist(&tx, emits)?;
+                self.journal_seq = seq;
+                out.push(a);
+            }
+            tx.commit()?;
+            Ok((out, queued))
+        })();
+        match result {
+            Ok((out, queued)) => {
+                if queued {
+                    self.shared.outbox.notify_waiters();
+                }
+                Ok(acks.into_iter().zip(out).collect())
+            }
+            // The transaction rolled back, but the engine moved on in memory: go back to the
+            // last durable state, so that memory never runs ahead of the database.
+            Err(e) => {
+                if let Err(e2) = self.reload(conn) {
+                    tracing::error!("cannot reload the state after a failed commit: {e2:#}");
+                }
+                Err((e, acks))
+            }
+        }
+    }
+
+    fn reload(&mut self, conn: &Connection) -> Result<()> {
+        self.engine = Engine::new(self.opts.live.clone(), self.opts.floodwatch.clone());
+        self.inputs.clear();
+        self.journal_seq = 0;
+        self.recover(conn)
+    }
+
+    fn snapshot(&mut self, conn: &Connection) -> Result<()> {
+        self.last_snapshot = self.clock.now();
+        if self.journal_seq == self.snap_seq {
+            return Ok(());
+        }
+        let snap = Snapshot {
+            engine: self.engine.snapshot(),
+            inputs: self.inputs.clone(),
+            advanced: None,
+        };
+        let json = serde_json::to_vec(&snap)?;
+        let blob = zstd::encode_all(&json[..], 3)?;
+        let tx = conn.unchecked_transaction()?;
+        state::save_snapshot(&tx, self.journal_seq, &blob)?;
+        if let Some(n) = self.engine.newest() {
+            state::retain(&tx, n - self.opts.retention, self.opts.live.width.nanos())?;
+        }
+        tx.commit()?;
+        self.snap_seq = self.journal_seq;
+        self.shared.metrics.snapshot_bytes.set(blob.len() as i64);
+        Ok(())
+    }
+
+    fn refresh_view(&self) {
+        let e = &self.engine;
+        let width = self.opts.live.width;
+        let newest = e.newest();
+        let open: BTreeMap<&str, &str> = e.tracker().open().collect();
+        let mut devices: BTreeMap<String, DeviceView> = BTreeMap::new();
+        for (d, bin, agg) in e.open_bins() {
+            use floodwatch_detect::floodwatch::Group;
+            let v = devices.entry(d.to_owned()).or_default();
+            if v.bin_start.is_some_and(|b| b > width.start(bin)) {
+                continue;
+            }
+            v.device_name = d.to_owned();
+            v.bin_start = Some(width.start(bin));
+            v.counts = Group::ALL.map(|g| g.count(agg));
+            v.elapsed = newest.map_or(0.0, |n| {
+                ((n - width.start(bin)) as f64 / width.nanos() as f64).clamp(0.0, 1.0)
+            });
+            v.expected = e.expected(d, bin).map(|x| x.map(|(m, _)| m));
+        }
+        for d in e.stream().next_bins().keys() {
+            devices.entry(d.clone()).or_insert_with(|| DeviceView {
+                device_name: d.clone(),
+                ..DeviceView::default()
+            });
+        }
+        for v in devices.values_mut() {
+            v.incident_id = open.get(v.device_name.as_str()).map(|s| (*s).to_owned());
+            v.state = match &v.incident_id {
+                Some(_) => "under-attack".into(),
+                None => "normal".into(),
+            };
+        }
+        let view = View {
+            newest,
+            watermark: e.watermark(),
+            counters: e.counters().clone(),
+            inputs: self.inputs.clone(),
+            devices: devices.into_values().collect(),
+            open_incidents: open
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect(),
+            journal_rows: self.journal_seq - self.snap_seq,
+        };
+        self.shared.metrics.observe(&view);
+        *self.shared.view.write().unwrap_or_else(|p| p.into_inner()) = view;
+    }
+}
+
+impl Core {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!("engine thread: cannot start its timer: {e}");
+                return;
+            }
+        };
+        self.st.shared.ready.store(true, Ordering::SeqCst);
+        let tick = Duration::from_millis(250);
+        loop {
+            let first = match rt.block_on(async { tokio::time::timeout(tick, rx.recv()).await }) {
+                Ok(Some(c)) => Recv::Got(c),
+                Ok(None) => Recv::Closed,
+                Err(_) => Recv::Timeout,
+            };
+            let first = match first {
+                Recv::Got(c) => Some(c),
+                Recv::Timeout => None,
+                Recv::Closed => {
+                    if let Err(e) = self.st.snapshot(&self.conn) {
+                        tracing::error!("final snapshot failed: {e:#}");
+                    }
+                    return;
+                }
+            };
+            let mut cmds: Vec<Command> = first.into_iter().collect();
+            while cmds.len() < 512 {
+                match rx.try_recv() {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.st
+                .shared
+                .queue_depth
+                .store(rx.len(), Ordering::Relaxed);
+            let mut stop = None;
+            let mut snap_now = Vec::new();
+            let mut batches = Vec::new();
+            for c in cmds {
+                match c {
+                    Command::Batch {
+                        input,
+                        partial,
+                        diag,
+                        position,
+                        ack,
+                    } => {
+                        let d = delta(&diag, &partial);
+                        batches.push((
+                            Entry::Batch {
+                                input,
+                                partial,
+                                diag: d,
+                                position,
+                            },
+                            ack,
+                        ));
+                    }
+                    Command::Snapshot(done) => snap_now.push(done),
+                    Command::Shutdown(done) => stop = Some(done),
+                }
+            }
+            if batches.is_empty()
+                && let Some(to) = self.st.idle_advance()
+            {
+                batches.push((Entry::Advance { to }, None));
+            }
+            if !batches.is_empty() {
+                match self.st.commit(&self.conn, batches) {
+                    Ok(acks) => {
+                        for (ack, a) in acks {
+                            if let Some(ch) = ack {
+                                let _ = ch.send(Ok(a));
+                            }
+                        }
+                    }
+                    Err((e, acks)) => {
+                        tracing::error!("cannot store a batch: {e:#}");
+                        for ch in acks.into_iter().flatten() {
+                            let _ = ch.send(Err(format!("cannot store the batch: {e:#}")));
+                        }
+                    }
+                }
+                self.st.refresh_view();
+            }
+            let due = self.st.clock.now().duration_since(self.st.last_snapshot)
+                >= self.st.opts.snapshot_every;
+            if (due || !snap_now.is_empty() || stop.is_some())
+                && let Err(e) = self.st.snapshot(&self.conn)
+            {
+                tracing::error!("snapshot failed: {e:#}");
+            }
+            for d in snap_now {
+                let _ = d.send(());
+            }
+            if let Some(done) = stop {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+}
+
+enum Recv {
+    Got(Command),
+    Timeout,
+    Closed,
+}

@@ -1,0 +1,1 @@
+//! Payloads of each sink, as pure functions of a notification.

@@ -1,0 +1,95 @@
+//! Where notifications go: JSON lines, OCSF Detection Findings, CEF over syslog (per alert), and
+//! webhook, Teams and Slack (per incident change: opened, escalated, closed).
+//!
+//! Each sink delivers from the outbox in the database, in order, with its own cursor; see
+//! [`deliver`].
+
+pub mod deliver;
+pub mod format;
+
+use std::path::PathBuf;
+
+/// A `--notify` as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// `jsonl:PATH`: each unsuppressed alert (early and bin) as the alert JSON plus `AlertId`,
+    /// `Stage`, `DetectedAt`.
+    Jsonl(PathBuf),
+    /// `ocsf:PATH`: each alert as an OCSF Detection Finding (class 2004), JSON lines.
+    Ocsf(PathBuf),
+    /// `webhook:URL`: incident changes as JSON POSTs.
+    Webhook(String),
+    /// `teams:URL`: incident changes as Adaptive Cards for a Teams Workflows webhook.
+    Teams(String),
+    /// `slack:URL`: incident changes as Slack Block Kit messages.
+    Slack(String),
+    /// `syslog+udp://HOST:PORT`: each alert as a CEF line in an RFC 5424 syslog message.
+    SyslogUdp(String),
+    /// `syslog+tcp://HOST:PORT`: the same over TCP (octet-counted framing).
+    SyslogTcp(String),
+}
+
+impl SinkSpec {
+    /// Which outbox kinds it takes: `alert` or `incident`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkSpec::Jsonl(_)
+            | SinkSpec::Ocsf(_)
+            | SinkSpec::SyslogUdp(_)
+            | SinkSpec::SyslogTcp(_) => "alert",
+            SinkSpec::Webhook(_) | SinkSpec::Teams(_) | SinkSpec::Slack(_) => "incident",
+        }
+    }
+
+    /// A stable name: its cursor's key in the database and its metrics label.
+    pub fn name(&self) -> String {
+        match self {
+            SinkSpec::Jsonl(p) => format!("jsonl:{}", p.display()),
+            SinkSpec::Ocsf(p) => format!("ocsf:{}", p.display()),
+            SinkSpec::Webhook(u) => format!("webhook:{u}"),
+            SinkSpec::Teams(u) => format!("teams:{u}"),
+            SinkSpec::Slack(u) => format!("slack:{u}"),
+            SinkSpec::SyslogUdp(a) => format!("syslog+udp://{a}"),
+            SinkSpec::SyslogTcp(a) => format!("syslog+tcp://{a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = |u: &str| -> Result<String, String> {
+            if u.starts_with("http://") || u.starts_with("https://") {
+                Ok(u.to_owned())
+            } else {
+                Err(format!("notify {s:?}: expected an http:// or https:// URL"))
+            }
+        };
+        let addr = |a: &str| -> Result<String, String> {
+            match a.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(a.to_owned()),
+                _ => Err(format!("notify {s:?}: expected HOST:PORT")),
+            }
+        };
+        if let Some(p) = s.strip_prefix("jsonl:") {
+            Ok(SinkSpec::Jsonl(p.into()))
+        } else if let Some(p) = s.strip_prefix("ocsf:") {
+            Ok(SinkSpec::Ocsf(p.into()))
+        } else if let Some(u) = s.strip_prefix("webhook:") {
+            Ok(SinkSpec::Webhook(url(u)?))
+        } else if let Some(u) = s.strip_prefix("teams:") {
+            Ok(SinkSpec::Teams(url(u)?))
+        } else if let Some(u) = s.strip_prefix("slack:") {
+            Ok(SinkSpec::Slack(url(u)?))
+        } else if let Some(a) = s.strip_prefix("syslog+udp://") {
+            Ok(SinkSpec::SyslogUdp(addr(a)?))
+        } else if let Some(a) = s.strip_prefix("syslog+tcp://") {
+            Ok(SinkSpec::SyslogTcp(addr(a)?))
+        } else {
+            Err(format!(
+                "notify {s:?}: expected jsonl:PATH, ocsf:PATH, webhook:URL, teams:URL, slack:URL, syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
+            ))
+        }
+    }
+}

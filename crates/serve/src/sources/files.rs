@@ -1,0 +1,1 @@
+//! Followed files and Storage-export folders.

@@ -1,0 +1,1 @@
+//! Standard input, read as it comes.
