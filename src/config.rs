@@ -25,6 +25,47 @@ pub struct FileConfig {
     pub ingest: IngestSection,
     pub seed: SeedConfig,
     pub floodwatch: FloodwatchConfig,
+    pub serve: ServeSection,
+}
+
+/// `[serve]`: the live service (`floodwatch serve`). Flags of the same name override.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeSection {
+    /// HTTP API and ingest address. Default `"127.0.0.1:8514"`. Any non-loopback address needs
+    /// a bearer token.
+    pub listen: Option<String>,
+    /// Directory of the state database. Default `"floodwatch-state"`.
+    pub state: Option<String>,
+    /// Inputs (`kafka://…`, `eventhubs://…`, `dir:PATH`, `file:PATH`, `-`). Default none (HTTP
+    /// ingest is always on). `--input` adds to them.
+    pub inputs: Vec<String>,
+    /// Notification sinks (`jsonl:PATH`, `ocsf:PATH`, `webhook:URL`, `teams:URL`, `slack:URL`,
+    /// `syslog+udp://HOST:PORT`, `syslog+tcp://HOST:PORT`). `--notify` adds to them.
+    pub notify: Vec<String>,
+    /// Allowed lateness (event time) before a bin closes. Default `"2m"`.
+    pub lateness: Option<String>,
+    /// Sub-window of early decisions; divides the bin width. Default `"10s"`.
+    pub early_step: Option<String>,
+    /// Decide inside the open bin. Default `true`.
+    pub early: Option<bool>,
+    /// Sub-windows in the trailing stretch judged early. Default 3.
+    pub early_trailing: Option<u32>,
+    /// Wall time without input after which event time moves on with the clock, so the last
+    /// bins close. Default `"30s"`.
+    pub idle_close: Option<String>,
+    /// How often (wall time) the whole state is stored. Default `"10s"`.
+    pub snapshot_every: Option<String>,
+    /// Event time alerts, series and delivered notifications are kept. Default `"30d"`.
+    pub retention: Option<String>,
+    /// fsync every commit (survives a power loss, not only a killed process). Default `false`.
+    pub fsync: Option<bool>,
+    /// File holding the bearer token (else the `FLOODWATCH_TOKEN` environment variable).
+    pub token_file: Option<String>,
+    /// Largest `POST /ingest` body, bytes as sent. Default 67108864 (64 MiB).
+    pub max_body_bytes: Option<usize>,
+    /// Batches waiting for the detector at most (then ingest answers 503). Default 64.
+    pub queue: Option<usize>,
 }
 
 /// `[ingest]`: how input is read.

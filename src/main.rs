@@ -2,7 +2,9 @@
 //! validated settings, then drives the library crates (ingest → core → detect → output).
 
 mod config;
+mod replay;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,11 @@ pub enum Command {
     Evaluate(EvaluateArgs),
     /// Build a few days of simulated telemetry with attacks in it, detect, and show the result.
     Demo(DemoArgs),
+    /// Detect live: from Event Hubs / Kafka, Storage folders, files, stdin and HTTP, with state
+    /// in an embedded database and notifications.
+    Serve(serve::ServeArgs),
+    /// Push an export to a running server's `POST /ingest` at N times event time.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -23,6 +23,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(a) => simulate(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Demo(a) => demo(a),
+        Command::Serve(a) => crate::serve::serve(a),
+        Command::Replay(a) => crate::replay::replay(a),
     }
 }
 
@@ -117,7 +119,7 @@ pub fn settings(c: &CommonArgs, file: FileConfig) -> Result<Settings> {
     })
 }
 
-fn load_file(c: &CommonArgs) -> Result<FileConfig> {
+pub fn load_file(c: &CommonArgs) -> Result<FileConfig> {
     match &c.config {
         Some(p) => FileConfig::load(p),
         None => Ok(FileConfig::default()),

@@ -20,8 +20,10 @@
 //! the bin so far, not in the trailing stretch): each stretch is projected onto the whole bin at
 //! its own rate and put through the complete bin's tests, suppression included
 //! ([`floodwatch_detect::floodwatch::Detector::preview`]). An `early` alert also needs the
-//! stretch itself, unprojected, to carry `min_excess` connections above its expected part, so
-//! that a few seconds of a quiet device do not extrapolate into a flood. The bin's own alert
+//! stretch itself, unprojected, to stand out of the noise (`early_z` noise units above its
+//! expected part, and `early_min_excess` connections), so that a few seconds of a quiet device
+//! do not extrapolate into a flood. Devices rising together in the same stretch are put
+//! through the fleet-wide (carpet) test the same way. The bin's own alert
 //! follows when it is sealed; an early alert that its bin does not confirm is counted
 //! ([`Counters::early_unconfirmed`]).
 //!
@@ -56,6 +58,14 @@ pub struct LiveConfig {
     pub early: bool,
     /// Sub-windows in the trailing stretch judged early. Default 3 (30 s).
     pub early_trailing: u32,
+    /// An early decision needs the stretch's own excess (not projected) to be at least this
+    /// many noise units. Default 6.
+    pub early_z: f64,
+    /// ... and at least this many connections. Default 20.
+    pub early_min_excess: f64,
+    /// The same for each device of an early fleet-wide (carpet) decision, whose evidence is
+    /// the devices together. Default 3.
+    pub carpet_z: f64,
 }
 
 impl LiveConfig {
@@ -68,6 +78,9 @@ impl LiveConfig {
             lateness: Self::DEFAULT_LATENESS,
             early: true,
             early_trailing: 3,
+            early_z: 6.0,
+            early_min_excess: 20.0,
+            carpet_z: 3.0,
         }
     }
 
@@ -717,21 +730,20 @@ impl Engine {
         let bin = width.index(judged_end - 1);
         let elapsed = judged_end - width.start(bin);
         let frac_bin = elapsed as f64 / width.nanos() as f64;
-        let mut out = Vec::new();
         let devices: Vec<String> = self
             .open
-            .range((String::new(), i64::MIN)..)
-            .filter(|((_, b), _)| *b == bin)
-            .map(|((d, _), _)| d.clone())
+            .keys()
+            .filter(|(d, b)| *b == bin && !self.early_fired.contains(&(d.clone(), bin)))
+            .map(|(d, _)| d.clone())
             .collect();
+        // Each device's stretches: the bin so far, and the trailing sub-windows alone (a flood
+        // that starts mid-bin is diluted in the first, not in the second).
+        let mut judged: Vec<(String, Vec<(BinAgg, f64, Nanos)>)> = Vec::new();
         for device in devices {
-            if self.early_fired.contains(&(device.clone(), bin)) {
-                continue;
-            }
             let Some(open) = self.open.get(&(device.clone(), bin)) else {
                 continue;
             };
-            let mut candidates: Vec<(BinAgg, f64)> = vec![(open.agg.clone(), frac_bin)];
+            let mut stretches = vec![(open.agg.clone(), frac_bin, elapsed)];
             if let Some(ring) = self.recent.get(&device) {
                 let first = now_step - self.cfg.early_trailing as i64;
                 let mut trail = BinAgg::default();
@@ -742,49 +754,105 @@ impl Engine {
                         n += 1;
                     }
                 }
-                let frac =
-                    (self.cfg.early_trailing as i64 * step.nanos()) as f64 / width.nanos() as f64;
+                let span = self.cfg.early_trailing as i64 * step.nanos();
+                let frac = span as f64 / width.nanos() as f64;
                 if n > 0 && frac < frac_bin {
-                    candidates.push((trail, frac));
+                    stretches.push((trail, frac, span));
                 }
             }
-            for (agg, frac) in candidates {
-                let Some(mut alert) = self.stream.detector().preview(bin, &device, &agg, frac)
-                else {
-                    continue;
-                };
-                if alert.suppressed {
-                    continue;
+            judged.push((device, stretches));
+        }
+        let mut decided: Vec<(String, Alert, f64, Nanos)> = Vec::new();
+        let mut moderate: Vec<(String, usize)> = Vec::new();
+        for (device, stretches) in &judged {
+            let mut hit = None;
+            let mut rising = None;
+            for (i, (agg, frac, seen)) in stretches.iter().enumerate() {
+                let p = self
+                    .stream
+                    .detector()
+                    .preview(bin, device, agg, *frac, None);
+                if p.moderate && rising.is_none() {
+                    rising = Some(i);
                 }
-                let expected = alert.baseline.as_ref().map_or(0.0, |b| b.expected);
-                let raw = alert.request_count as f64 * frac;
-                if raw - expected * frac < self.fw.min_excess {
-                    continue;
+                if let Some(a) = p
+                    .alert
+                    .filter(|a| !a.suppressed && self.significant(a, *frac))
+                {
+                    hit = Some((a, *frac, *seen));
+                    break;
                 }
-                unproject(
-                    &mut alert,
-                    frac,
-                    elapsed.min((frac * width.nanos() as f64) as i64),
-                );
-                let (incident, changes) =
-                    self.tracker
-                        .observe(&alert, bin, Stage::Early, width, newest);
-                alert.incident_id = Some(incident);
-                self.early_fired.insert((device.clone(), bin));
-                self.counters.early += 1;
-                out.push(Emit::Alert(Box::new(LiveAlert {
-                    alert_id: LiveAlert::id(Stage::Early, &device, width.start(bin)),
-                    stage: Stage::Early,
-                    detected_at: newest,
-                    alert,
-                    bin,
-                    carpet: false,
-                })));
-                out.extend(changes.into_iter().map(|c| Emit::Incident(Box::new(c))));
-                break;
+            }
+            match hit {
+                Some((a, f, seen)) => decided.push((device.clone(), a, f, seen)),
+                None => {
+                    if let Some(i) = rising {
+                        moderate.push((device.clone(), i));
+                    }
+                }
             }
         }
+        // Several devices rising together in the same stretch: the fleet-wide test, early.
+        let rising = decided.len() + moderate.len();
+        if !moderate.is_empty() && rising >= self.fw.carpet_min_devices as usize {
+            for (device, i) in moderate {
+                let Some((_, stretches)) = judged.iter().find(|(d, _)| *d == device) else {
+                    continue;
+                };
+                let (agg, frac, seen) = &stretches[i];
+                let p = self
+                    .stream
+                    .detector()
+                    .preview(bin, &device, agg, *frac, Some(rising));
+                if let Some(a) = p
+                    .alert
+                    .filter(|a| !a.suppressed && self.significant_at(a, *frac, self.cfg.carpet_z))
+                {
+                    decided.push((device, a, *frac, *seen));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        decided.sort_by(|a, b| a.0.cmp(&b.0));
+        for (device, mut alert, frac, seen) in decided {
+            unproject(&mut alert, frac, seen);
+            let (incident, changes) =
+                self.tracker
+                    .observe(&alert, bin, Stage::Early, width, newest);
+            alert.incident_id = Some(incident);
+            self.early_fired.insert((device.clone(), bin));
+            self.counters.early += 1;
+            out.push(Emit::Alert(Box::new(LiveAlert {
+                alert_id: LiveAlert::id(Stage::Early, &device, width.start(bin)),
+                stage: Stage::Early,
+                detected_at: newest,
+                alert,
+                bin,
+                carpet: false,
+            })));
+            out.extend(changes.into_iter().map(|c| Emit::Incident(Box::new(c))));
+        }
         out
+    }
+
+    /// Whether a projected alert's stretch, as seen, stands out of the noise: its excess over
+    /// the expected part is at least `early_z` noise units (Poisson, or the baseline's own
+    /// spread over the stretch, whichever is larger) and `early_min_excess` connections. A few
+    /// seconds of an ordinary device extrapolate to anything; this is what keeps them quiet.
+    fn significant(&self, a: &Alert, frac: f64) -> bool {
+        self.significant_at(a, frac, self.cfg.early_z)
+    }
+
+    fn significant_at(&self, a: &Alert, frac: f64, z: f64) -> bool {
+        let (expected, spread) = a
+            .baseline
+            .as_ref()
+            .map_or((0.0, 0.0), |b| (b.expected, b.spread));
+        let raw = a.request_count as f64 * frac;
+        let exp = expected * frac;
+        let noise = exp.max(1.0).sqrt().max(spread * frac.sqrt());
+        let excess = raw - exp;
+        excess >= z * noise && excess >= self.cfg.early_min_excess
     }
 
     /// Seals and scores every open bin below `below`.

@@ -94,6 +94,8 @@ pub struct View {
     /// Device incidents open now: (device, incident id).
     pub open_incidents: Vec<(String, String)>,
     pub journal_rows: i64,
+    /// Per device, its last scored bin (what the incident builder needs).
+    pub last_bins: Vec<(String, i64)>,
 }
 
 /// One device now.
@@ -524,6 +526,12 @@ impl Live {
                 .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
                 .collect(),
             journal_rows: self.journal_seq - self.snap_seq,
+            last_bins: e
+                .stream()
+                .next_bins()
+                .iter()
+                .map(|(d, n)| (d.clone(), n - 1))
+                .collect(),
         };
         self.shared.metrics.observe(&view);
         *self.shared.view.write().unwrap_or_else(|p| p.into_inner()) = view;

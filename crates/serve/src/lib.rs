@@ -12,6 +12,7 @@
 pub mod api;
 pub mod engine;
 pub mod metrics;
+pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -157,51 +157,69 @@ impl Detector {
     }
 }
 
+/// What [`Detector::preview`] found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Preview {
+    /// The alert the whole bin would raise at the stretch's rate.
+    pub alert: Option<Alert>,
+    /// Whether the device rises the way the fleet-wide (carpet) test counts.
+    pub moderate: bool,
+}
+
 impl Detector {
     /// Judges a part of `device`'s open bin `bin` without changing any state: `partial` holds
     /// the traffic seen in a stretch of the bin that is `fraction` (0 < fraction <= 1) of its
     /// width, projected onto the whole bin at the same rate ([`BinAgg::projected`]) and put
-    /// through the same tests, suppression included, as a complete bin. Returns the alert the
-    /// whole bin would raise if the stretch were typical of it, or `None`. Fleet-wide (carpet)
-    /// rises are left to the complete bin.
+    /// through the same tests, suppression included, as a complete bin. The warm-up test's
+    /// distinct-source floor is scaled by `fraction` too: a flood of new sources brings them at
+    /// a steady rate, so the stretch has its share of them. `carpet`: how many devices rise
+    /// together in the same stretch, when the caller found enough for the fleet-wide test.
     pub fn preview(
         &self,
         bin: i64,
         device: &str,
         partial: &BinAgg,
         fraction: f64,
-    ) -> Option<Alert> {
+        carpet: Option<usize>,
+    ) -> Preview {
         if !(fraction > 0.0 && fraction <= 1.0) {
-            return None;
+            return Preview::default();
         }
         let per_day = self.width.per_day();
+        let mut cfg = self.cfg.clone();
+        cfg.cold_min_sources = ((cfg.cold_min_sources as f64 * fraction).ceil() as u64)
+            .max(cfg.min_sources)
+            .min(cfg.cold_min_sources);
         let fresh;
         let state = match self.state.devices.get(device) {
             Some(s) => {
                 if s.next_bin().is_some_and(|next| bin < next) {
-                    return None;
+                    return Preview::default();
                 }
                 s
             }
             None => {
-                fresh = DeviceState::new(&self.cfg, per_day);
+                fresh = DeviceState::new(&cfg, per_day);
                 &fresh
             }
         };
         let projected = partial.projected(1.0 / fraction);
-        let a = state.assess(bin, &projected, &self.cfg, per_day);
-        a.triggered().then(|| {
+        let a = state.assess(bin, &projected, &cfg, per_day);
+        let moderate = a.moderate();
+        let by_carpet = carpet.is_some() && moderate;
+        let alert = (a.triggered() || by_carpet).then(|| {
             build_alert(
-                &self.cfg,
+                &cfg,
                 &self.windows,
                 self.width,
                 device,
                 &projected,
                 &a,
                 state.streak(),
-                None,
+                carpet.filter(|_| by_carpet),
             )
-        })
+        });
+        Preview { alert, moderate }
     }
 }
 

@@ -97,7 +97,7 @@ use floodwatch_core::time::Nanos;
 use floodwatch_core::{Aggregates, BinAgg};
 
 pub use config::{FloodwatchConfig, Window};
-pub use detector::{Detector, DetectorState, Scored};
+pub use detector::{Detector, DetectorState, Preview, Scored};
 pub use device::{DeviceState, Group};
 pub use incident::{AlertBin, Incident, IncidentKind, Peak};
 
