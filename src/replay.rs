@@ -98,14 +98,17 @@ fn post(
     url: &str,
     token: Option<&str>,
     encoding: &str,
-    body: Vec<u8>,
+    (key, body): (String, Vec<u8>),
     totals: &Totals,
 ) -> Result<()> {
     let mut wait = Duration::from_millis(200);
     for attempt in 0..100 {
+        // The same key on every attempt: a batch the server stored but could not answer (it
+        // was killed) is answered again, not counted twice.
         let mut req = client
             .post(url)
             .header("Content-Type", "application/x-ndjson")
+            .header("Idempotency-Key", &key)
             .body(body.clone());
         if encoding != "none" {
             req = req.header("Content-Encoding", encoding);
@@ -226,7 +229,7 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
         rejected: AtomicU64::new(0),
     });
     let started = Instant::now();
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(a.concurrency * 2);
+    let (tx, rx) = mpsc::sync_channel::<(String, Vec<u8>)>(a.concurrency * 2);
     let rx = Arc::new(std::sync::Mutex::new(rx));
     let mut workers = Vec::new();
     for _ in 0..a.concurrency {
@@ -244,9 +247,9 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
                     let guard = rx.lock().unwrap_or_else(|p| p.into_inner());
                     guard.recv()
                 };
-                let Ok(body) = body else { return Ok(()) };
+                let Ok((key, body)) = body else { return Ok(()) };
                 let body = compress(body, &enc)?;
-                post(&client, &url, token.as_deref(), &enc, body, &totals)?;
+                post(&client, &url, token.as_deref(), &enc, (key, body), &totals)?;
             }
         }));
     }
@@ -258,10 +261,18 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
     let mut t0: Option<Nanos> = None;
     let mut batch_end: Option<Nanos> = None;
     let mut lines = 0u64;
+    // Keys: this run's start and the batch's number, so two replays do not share keys but
+    // every retry of one batch does.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seq = std::cell::Cell::new(0u64);
     let send = |buf: &mut Vec<u8>, until: Option<Nanos>, t0: Option<Nanos>| -> Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
+        seq.set(seq.get() + 1);
+        let key = format!("replay-{run_id:x}-{}", seq.get());
         if let (Some(speed), Some(until), Some(t0)) = (speed, until, t0) {
             let due = Duration::from_secs_f64(((until - t0) as f64 / 1e9 / speed).max(0.0));
             let now = started.elapsed();
@@ -269,11 +280,9 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
                 std::thread::sleep(due - now);
             }
         }
-        tx.send(std::mem::replace(
-            buf,
-            Vec::with_capacity(a.max_batch_bytes + (1 << 16)),
-        ))
-        .map_err(|_| anyhow!("the sending threads stopped"))
+        let body = std::mem::replace(buf, Vec::with_capacity(a.max_batch_bytes + (1 << 16)));
+        tx.send((key, body))
+            .map_err(|_| anyhow!("the sending threads stopped"))
     };
     loop {
         line.clear();

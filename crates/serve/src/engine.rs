@@ -49,21 +49,40 @@ pub enum Command {
         partial: Partial,
         diag: Diagnostics,
         position: Option<String>,
+        /// A client's idempotency key: a batch whose key was already stored is answered as the
+        /// first time and not applied again (a client that lost the answer can send it again).
+        key: Option<String>,
         ack: Option<oneshot::Sender<Result<Ack, String>>>,
     },
+    /// A digest of the detector's state (to compare two runs), with its size.
+    Digest(oneshot::Sender<StateDigest>),
     /// Store a snapshot now (then answer).
     Snapshot(oneshot::Sender<()>),
     /// Flush, snapshot and stop.
     Shutdown(oneshot::Sender<()>),
 }
 
-/// What a durable batch did.
+/// The detector's state, summarised.
 #[derive(Clone, Debug, Default, Serialize)]
+pub struct StateDigest {
+    /// FNV-1a of the serialized detector state (every device's history, sources, CUSUM).
+    pub digest: String,
+    pub devices: usize,
+    pub bytes: usize,
+    pub newest: Option<Nanos>,
+    pub watermark: Option<Nanos>,
+}
+
+/// What a durable batch did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Ack {
     pub records: u64,
     pub events: u64,
     pub skipped: BTreeMap<String, u64>,
     pub late: u64,
+    /// The batch's key was seen before: this is the first answer again, nothing was applied.
+    #[serde(default)]
+    pub repeated: bool,
 }
 
 /// Per input: what it brought, what was skipped and where, where it stands.
@@ -259,7 +278,7 @@ impl Live {
         }
         let rows = state::journal_after(conn, self.journal_seq)?;
         let replayed = rows.len();
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(conn)?;
         for (seq, blob) in rows {
             let entry: Entry = serde_json::from_slice(&blob)
                 .with_context(|| format!("journal entry {seq}: unreadable"))?;
@@ -327,6 +346,7 @@ impl Live {
                     events: diag.events,
                     skipped: diag.skipped.clone(),
                     late,
+                    repeated: false,
                 };
                 (emits, ack)
             }
@@ -397,7 +417,11 @@ impl Live {
     fn commit(
         &mut self,
         conn: &Connection,
-        batches: Vec<(Entry, Option<oneshot::Sender<Result<Ack, String>>>)>,
+        batches: Vec<(
+            Entry,
+            Option<String>,
+            Option<oneshot::Sender<Result<Ack, String>>>,
+        )>,
     ) -> Result<
         Vec<(Option<oneshot::Sender<Result<Ack, String>>>, Ack)>,
         (
@@ -407,11 +431,19 @@ impl Live {
     > {
         let mut acks: Vec<Option<oneshot::Sender<Result<Ack, String>>>> = Vec::new();
         let result = (|| -> Result<(Vec<Ack>, bool)> {
-            let tx = conn.unchecked_transaction()?;
+            let tx = write_tx(conn)?;
             let mut out = Vec::new();
             let mut queued = false;
-            for (entry, ack) in batches {
+            for (entry, key, ack) in batches {
                 acks.push(ack);
+                if let Some(k) = &key
+                    && let Some(first) = state::answer_of(&tx, k)?
+                {
+                    let mut a: Ack = serde_json::from_str(&first)?;
+                    a.repeated = true;
+                    out.push(a);
+                    continue;
+                }
                 let blob = serde_json::to_vec(&entry)?;
                 let seq = state::append_journal(&tx, &blob)?;
                 if let Entry::Batch {
@@ -429,6 +461,9 @@ impl Live {
                 }
                 queued |= self.persist(&tx, emits)?;
                 self.journal_seq = seq;
+                if let Some(k) = &key {
+                    state::remember_answer(&tx, k, &serde_json::to_string(&a)?)?;
+                }
                 out.push(a);
             }
             tx.commit()?;
@@ -471,7 +506,7 @@ impl Live {
         };
         let json = serde_json::to_vec(&snap)?;
         let blob = zstd::encode_all(&json[..], 3)?;
-        let tx = conn.unchecked_transaction()?;
+        let tx = write_tx(conn)?;
         state::save_snapshot(&tx, self.journal_seq, &blob)?;
         if let Some(n) = self.engine.newest() {
             state::retain(&tx, n - self.opts.retention, self.opts.live.width.nanos())?;
@@ -480,6 +515,22 @@ impl Live {
         self.snap_seq = self.journal_seq;
         self.shared.metrics.snapshot_bytes.set(blob.len() as i64);
         Ok(())
+    }
+
+    fn digest(&self) -> StateDigest {
+        let json = serde_json::to_vec(self.engine.stream().state()).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in &json {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        StateDigest {
+            digest: format!("{h:016x}"),
+            devices: self.engine.stream().state().devices.len(),
+            bytes: json.len(),
+            newest: self.engine.newest(),
+            watermark: self.engine.watermark(),
+        }
     }
 
     fn refresh_view(&self) {
@@ -589,6 +640,7 @@ impl Core {
                         partial,
                         diag,
                         position,
+                        key,
                         ack,
                     } => {
                         let d = delta(&diag, &partial);
@@ -599,8 +651,12 @@ impl Core {
                                 diag: d,
                                 position,
                             },
+                            key,
                             ack,
                         ));
+                    }
+                    Command::Digest(reply) => {
+                        let _ = reply.send(self.st.digest());
                     }
                     Command::Snapshot(done) => snap_now.push(done),
                     Command::Shutdown(done) => stop = Some(done),
@@ -609,7 +665,7 @@ impl Core {
             if batches.is_empty()
                 && let Some(to) = self.st.idle_advance()
             {
-                batches.push((Entry::Advance { to }, None));
+                batches.push((Entry::Advance { to }, None, None));
             }
             if !batches.is_empty() {
                 match self.st.commit(&self.conn, batches) {
@@ -645,6 +701,13 @@ impl Core {
             }
         }
     }
+}
+
+/// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): a deferred one
+/// starts as a reader and cannot become a writer once a sink's cursor update has committed in
+/// between (SQLITE_BUSY_SNAPSHOT); an immediate one waits for the lock (busy timeout) instead.
+fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
 
 enum Recv {

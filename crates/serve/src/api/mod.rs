@@ -131,6 +131,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/devices/{name}/series", get(query::series))
         .route("/api/inputs", get(query::inputs))
         .route("/api/sinks", get(query::sinks))
+        .route("/api/state", get(query::state_digest))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
@@ -368,12 +369,11 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
                 base_offset: 0,
             },
         );
-        st2.give_reader(reader);
-        Ok::<_, Response>(out)
+        Ok::<_, Response>((out, reader))
     })
     .await;
     drop(permit);
-    let (partial, diag) = match parsed {
+    let ((partial, diag), reader) = match parsed {
         Ok(Ok(x)) => x,
         Ok(Err(r)) => return r,
         Err(_) => {
@@ -409,6 +409,11 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
                 .into_response();
         }
     }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty() && k.len() <= 200);
     let summary = skipped_json(&diag);
     let examples: Vec<String> = diag.examples.iter().map(|e| e.to_string()).collect();
     let records = diag.records_read;
@@ -418,6 +423,7 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
         partial,
         diag,
         position: None,
+        key,
         ack: Some(tx),
     };
     match tokio::time::timeout(Duration::from_secs(5), st.engine.send(cmd)).await {
@@ -436,7 +442,14 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
             );
         }
     }
-    match rx.await {
+    let answer = rx.await;
+    // A reader goes back to the pool only when what it read was stored: its duplicate filter
+    // has seen the batch's events, and a client retrying a batch that failed must not find
+    // them all "duplicates".
+    if matches!(answer, Ok(Ok(_))) {
+        st.give_reader(reader);
+    }
+    match answer {
         Ok(Ok(ack)) => (
             StatusCode::OK,
             axum::Json(json!({
@@ -444,6 +457,7 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
                 "accepted": ack.events,
                 "duplicates": events.saturating_sub(ack.events),
                 "late": ack.late,
+                "repeated": ack.repeated,
                 "skipped": summary,
                 "examples": examples,
             })),

@@ -255,3 +255,28 @@ pub async fn inputs(State(st): State<Arc<AppState>>) -> Response {
 pub async fn sinks(State(st): State<Arc<AppState>>) -> Response {
     Json(json!({ "sinks": (st.sinks)() })).into_response()
 }
+
+/// `GET /api/state`: a digest of the detector's state (two runs over the same input, one of
+/// them interrupted, have the same), its size, the watermark.
+pub async fn state_digest(State(st): State<Arc<AppState>>) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if st
+        .engine
+        .send(crate::engine::Command::Digest(tx))
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped");
+    }
+    match rx.await {
+        Ok(d) => Json(json!({
+            "digest": d.digest,
+            "devices": d.devices,
+            "bytes": d.bytes,
+            "newest_event": d.newest.map(|t| Rfc3339(t).to_string()),
+            "watermark": d.watermark.map(|t| Rfc3339(t).to_string()),
+        }))
+        .into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped"),
+    }
+}

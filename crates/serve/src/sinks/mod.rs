@@ -10,25 +10,20 @@ pub mod format;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// How sinks retry (see [`deliver`]).
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryOptions;
+pub use deliver::DeliveryOptions;
 
-/// Starts one delivery task per sink; returns the status report and the tasks.
+/// Starts one delivery task per sink ([`deliver::start`]); returns a report of their status
+/// for the API, and the tasks.
 pub fn start_all(
     specs: &[SinkSpec],
     shared: Arc<crate::engine::Shared>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     opts: &DeliveryOptions,
 ) -> anyhow::Result<(crate::api::SinkReport, Vec<tokio::task::JoinHandle<()>>)> {
-    let _ = (shared, shutdown, opts);
-    if let Some(s) = specs.first() {
-        anyhow::bail!("notify {}: not available in this build yet", s.name());
-    }
-    Ok((
-        Arc::new(|| serde_json::Value::Array(Vec::new())),
-        Vec::new(),
-    ))
+    let (sinks, tasks) = deliver::start(specs, shared, shutdown, opts.clone())?;
+    let report: crate::api::SinkReport =
+        Arc::new(move || serde_json::to_value(sinks.snapshot()).unwrap_or(serde_json::Value::Null));
+    Ok((report, tasks))
 }
 
 /// A `--notify` as given.

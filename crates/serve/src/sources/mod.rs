@@ -143,8 +143,12 @@ impl std::str::FromStr for InputSpec {
 
 /// Runs one input until it ends or the service stops.
 pub async fn run(spec: InputSpec, ctx: SourceCtx) -> anyhow::Result<()> {
-    let _ = &ctx;
-    anyhow::bail!("input {spec:?}: not available in this build yet")
+    match spec {
+        InputSpec::Kafka { .. } | InputSpec::EventHubs { .. } => kafka::run(spec, ctx).await,
+        InputSpec::Dir(p) => files::run_dir(p, ctx).await,
+        InputSpec::File(p) => files::run_file(p, ctx).await,
+        InputSpec::Stdin => stdin::run_stdin(ctx).await,
+    }
 }
 
 /// What every source gets.
@@ -167,7 +171,8 @@ impl SourceCtx {
     }
 
     /// Reads `data` with `reader`, sends it to the engine as `input` reaching `position`, and
-    /// waits until it is durable. `Err` when the engine is gone or could not store it.
+    /// waits until it is durable. `Err` when the engine is gone or could not store it; `reader`
+    /// is then a fresh one, so the same bytes can be sent again.
     pub async fn send(
         &self,
         reader: &mut LineReader,
@@ -177,7 +182,13 @@ impl SourceCtx {
         position: Option<String>,
     ) -> Result<Ack, String> {
         let (partial, diag) = reader.read(data, origin);
-        self.send_partial(input, partial, diag, position).await
+        let r = self.send_partial(input, partial, diag, position).await;
+        if r.is_err() {
+            // The reader's duplicate filter has seen these events, but they were not stored: a
+            // retry through it would drop them all as duplicates. A fresh reader counts them.
+            *reader = self.reader();
+        }
+        r
     }
 
     pub async fn send_partial(
@@ -194,6 +205,7 @@ impl SourceCtx {
                 partial,
                 diag,
                 position,
+                key: None,
                 ack: Some(tx),
             })
             .await

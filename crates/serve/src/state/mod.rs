@@ -60,7 +60,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sink_cursor (sink TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ingest_keys (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    answer TEXT NOT NULL
+);
 ";
+
+/// Idempotency keys remembered (the newest); a client resends within minutes, not days.
+const KEYS_KEPT: i64 = 100_000;
 
 /// What the journal holds, in order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -327,12 +335,29 @@ pub fn set_cursor(conn: &Connection, sink: &str, seq: i64) -> rusqlite::Result<(
     Ok(())
 }
 
+/// The answer first given to the batch with idempotency key `key`, if any.
+pub fn answer_of(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT answer FROM ingest_keys WHERE key = ?1")?
+        .query_row(params![key], |r| r.get(0))
+        .optional()
+}
+
+pub fn remember_answer(conn: &Connection, key: &str, answer: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO ingest_keys (key, answer) VALUES (?1, ?2)")?
+        .execute(params![key, answer])?;
+    Ok(())
+}
+
 /// Drops what is older than the retention horizon (event time): alerts, series, and outbox
 /// rows every sink is past.
 pub fn retain(conn: &Connection, before: Nanos, width: Nanos) -> rusqlite::Result<()> {
     conn.execute(
         "DELETE FROM alerts WHERE time_generated < ?1",
         params![before],
+    )?;
+    conn.execute(
+        "DELETE FROM ingest_keys WHERE n <= (SELECT max(n) FROM ingest_keys) - ?1",
+        params![KEYS_KEPT],
     )?;
     conn.execute(
         "DELETE FROM series WHERE bin < ?1",
