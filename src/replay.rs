@@ -41,6 +41,14 @@ pub struct ReplayArgs {
     /// File holding the server's bearer token (else FLOODWATCH_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Send the input this many times (`--batch 0s` only), each copy moved on in event time by
+    /// whole days past the one before (the dates of `Timestamp`/`TimeGenerated`/`time` are
+    /// rewritten), so a short export makes a long, steady load.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Stop after this much wall time (with --repeat).
+    #[arg(long, value_name = "DURATION")]
+    pub max_time: Option<String>,
 }
 
 /// The event time of a line: its `Timestamp`, `TimeGenerated` or envelope `time`, found
@@ -182,6 +190,150 @@ fn compress(body: Vec<u8>, encoding: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// Days from 0000-03-01 of a `YYYY-MM-DD` date, and back: whole-day shifts of the dates in
+/// place need no time zone or clock, only the civil calendar.
+fn days_of(d: &[u8]) -> Option<i64> {
+    let num = |r: &[u8]| -> Option<i64> {
+        r.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + (c - b'0') as i64)
+        })
+    };
+    if d.len() != 10 || d[4] != b'-' || d[7] != b'-' {
+        return None;
+    }
+    let (y, m, dd) = (num(&d[..4])?, num(&d[5..7])?, num(&d[8..10])?);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    Some(era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy)
+}
+
+fn date_of(days: i64) -> [u8; 10] {
+    let era = days.div_euclid(146_097);
+    let doe = days - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let s = format!("{y:04}-{m:02}-{d:02}");
+    let mut out = [0u8; 10];
+    out.copy_from_slice(&s.as_bytes()[..10]);
+    out
+}
+
+/// Moves every event date in `block` on by `shift` days; returns the first and last day seen.
+fn shift_dates(
+    block: &mut [u8],
+    shift: i64,
+    cache: &mut std::collections::HashMap<[u8; 10], [u8; 10]>,
+) -> Option<(i64, i64)> {
+    let mut span: Option<(i64, i64)> = None;
+    for key in [
+        &b"\"Timestamp\":\""[..],
+        b"\"TimeGenerated\":\"",
+        b"\"time\":\"",
+    ] {
+        let finder = memchr::memmem::Finder::new(key);
+        let mut at = 0;
+        while let Some(i) = finder.find(&block[at..]) {
+            let start = at + i + key.len();
+            at = start;
+            let Some(date) = block.get(start..start + 10) else {
+                break;
+            };
+            let mut k = [0u8; 10];
+            k.copy_from_slice(date);
+            let new = match cache.get(&k) {
+                Some(n) => *n,
+                None => {
+                    let Some(d) = days_of(&k) else { continue };
+                    let n = date_of(d + shift);
+                    cache.insert(k, n);
+                    n
+                }
+            };
+            if let Some(d) = days_of(&k) {
+                span = Some(span.map_or((d, d), |(a, b)| (a.min(d), b.max(d))));
+            }
+            block[start..start + 10].copy_from_slice(&new);
+        }
+    }
+    span
+}
+
+/// `--batch 0s`: blocks of whole lines as fast as the server takes them, the input sent
+/// `repeat` times with its dates moved on each time. The client's cost is a read and a copy
+/// per block (and the date rewrite), so on one machine the server gets the cores.
+fn replay_blocks(
+    a: &ReplayArgs,
+    tx: &mpsc::SyncSender<(String, Vec<u8>)>,
+    run_id: u128,
+    started: Instant,
+) -> Result<u64> {
+    let max_time = a
+        .max_time
+        .as_deref()
+        .map(|t| parse_duration(t).map_err(|e| anyhow!("--max-time: {e}")))
+        .transpose()?
+        .map(|n| Duration::from_nanos(n.max(0) as u64));
+    let mut seq = 0u64;
+    let mut lines = 0u64;
+    let mut shift = 0i64;
+    let mut span: Option<(i64, i64)> = None;
+    let mut cache = std::collections::HashMap::new();
+    for pass in 0..a.repeat.max(1) {
+        let mut input = open(&a.input)?;
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            if max_time.is_some_and(|m| started.elapsed() >= m) {
+                return Ok(lines);
+            }
+            let mut block = std::mem::take(&mut carry);
+            block.reserve(a.max_batch_bytes);
+            let before = block.len();
+            let n = (&mut input)
+                .take(a.max_batch_bytes.saturating_sub(before).max(1 << 16) as u64)
+                .read_to_end(&mut block)?;
+            let eof = n == 0;
+            let cut = if eof {
+                block.len()
+            } else {
+                match memchr::memrchr(b'\n', &block) {
+                    Some(i) => i + 1,
+                    None => continue,
+                }
+            };
+            carry = block.split_off(cut);
+            if block.is_empty() {
+                if eof {
+                    break;
+                }
+                continue;
+            }
+            lines += memchr::memchr_iter(b'\n', &block).count() as u64;
+            // The span is of the input's own dates (before the shift).
+            if let Some((lo, hi)) = shift_dates(&mut block, shift, &mut cache) {
+                span = Some(span.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+            }
+            seq += 1;
+            tx.send((format!("replay-{run_id:x}-{seq}"), block))
+                .map_err(|_| anyhow!("the sending threads stopped"))?;
+            if eof {
+                break;
+            }
+        }
+        // The next copy starts the day after this one's last day (dates as sent).
+        let days = span.map_or(1, |(lo, hi)| hi - lo + 1);
+        shift = (pass as i64 + 1) * days;
+        cache.clear();
+    }
+    Ok(lines)
+}
+
 pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
     let speed: Option<f64> = match a.speed.as_str() {
         "max" => None,
@@ -253,6 +405,50 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
             }
         }));
     }
+    if a.repeat > 1 && cut_on_time {
+        bail!("--repeat needs --batch 0s (size-cut blocks at full speed)");
+    }
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let lines = if !cut_on_time {
+        let lines = replay_blocks(&a, &tx, run_id, started)?;
+        drop(tx);
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow!("a sending thread panicked"))??;
+        }
+        lines
+    } else {
+        paced(&a, tx, workers, speed, batch, run_id, started)?
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let acc = totals.accepted.load(Ordering::Relaxed);
+    eprintln!(
+        "floodwatch: replayed {lines} lines in {} requests over {secs:.1} s: {acc} events accepted ({:.0}/s), {} records skipped, {} rejected requests, {} retries",
+        totals.requests.load(Ordering::Relaxed),
+        acc as f64 / secs.max(1e-9),
+        totals.skipped.load(Ordering::Relaxed),
+        totals.rejected.load(Ordering::Relaxed),
+        totals.retries.load(Ordering::Relaxed),
+    );
+    if lines == 0 {
+        eprintln!("floodwatch: replay: the input was empty: nothing sent");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Batches cut on event time, paced at `speed` times event time (`None`: at once).
+#[allow(clippy::too_many_arguments)]
+fn paced(
+    a: &ReplayArgs,
+    tx: mpsc::SyncSender<(String, Vec<u8>)>,
+    workers: Vec<std::thread::JoinHandle<Result<()>>>,
+    speed: Option<f64>,
+    batch: Nanos,
+    run_id: u128,
+    started: Instant,
+) -> Result<u64> {
     let mut input = open(&a.input)?;
     let mut buf: Vec<u8> = Vec::with_capacity(a.max_batch_bytes + (1 << 16));
     let mut line = Vec::new();
@@ -263,9 +459,6 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
     let mut lines = 0u64;
     // Keys: this run's start and the batch's number, so two replays do not share keys but
     // every retry of one batch does.
-    let run_id = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
     let seq = std::cell::Cell::new(0u64);
     let send = |buf: &mut Vec<u8>, until: Option<Nanos>, t0: Option<Nanos>| -> Result<()> {
         if buf.is_empty() {
@@ -291,7 +484,7 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
             break;
         }
         lines += 1;
-        if cut_on_time && let Some(t) = line_time(&line) {
+        if let Some(t) = line_time(&line) {
             let t0v = *t0.get_or_insert(t);
             let end = *batch_end.get_or_insert_with(|| t0v + batch);
             if t >= end {
@@ -315,18 +508,5 @@ pub fn replay(a: ReplayArgs) -> Result<ExitCode> {
         w.join()
             .map_err(|_| anyhow!("a sending thread panicked"))??;
     }
-    let secs = started.elapsed().as_secs_f64();
-    let acc = totals.accepted.load(Ordering::Relaxed);
-    eprintln!(
-        "floodwatch: replayed {lines} lines in {} requests over {secs:.1} s: {acc} events accepted ({:.0}/s), {} records skipped, {} rejected requests, {} retries",
-        totals.requests.load(Ordering::Relaxed),
-        acc as f64 / secs.max(1e-9),
-        totals.skipped.load(Ordering::Relaxed),
-        totals.rejected.load(Ordering::Relaxed),
-        totals.retries.load(Ordering::Relaxed),
-    );
-    if lines == 0 {
-        eprintln!("floodwatch: replay: the input was empty: nothing sent");
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(lines)
 }

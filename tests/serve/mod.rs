@@ -1,7 +1,7 @@
 //! `floodwatch serve` run as a user runs it: a real process on a loopback port, fed over HTTP,
 //! Kafka (a real broker) and followed folders, killed and restarted.
 
-// mod files;
+mod files;
 mod http;
 // mod kafka;
 

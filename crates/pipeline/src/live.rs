@@ -637,32 +637,42 @@ impl Engine {
     pub fn apply(&mut self, p: Partial) -> Vec<Emit> {
         let step = p.aggs.width;
         let width = self.cfg.width;
-        for (k, agg) in &p.aggs.bins {
-            let name = p.aggs.devices.name(k.device);
+        let Partial { source, aggs } = p;
+        let max_ts = aggs.stats.max_ts;
+        let devices = aggs.devices;
+        for (k, agg) in aggs.bins {
+            let name = devices.name(k.device);
             let start = step.start(k.bin);
             let bin = width.index(start);
             if bin < self.floor {
-                *self.counters.late.entry(p.source.clone()).or_insert(0) += agg.rows;
+                *self.counters.late.entry(source.clone()).or_insert(0) += agg.rows;
                 continue;
             }
             self.counters.events += agg.rows;
             match self.open.get_mut(&(name.to_owned(), bin)) {
-                Some(o) => o.agg.merge(agg),
+                Some(o) => o.agg.merge(&agg),
                 None => {
                     self.open
                         .insert((name.to_owned(), bin), OpenBin { agg: agg.clone() });
                 }
             }
+            // The trailing stretch is only read early; without early decisions it is not kept.
+            if !self.cfg.early {
+                continue;
+            }
             let sub = self.cfg.step.index(start);
-            let ring = self.recent.entry(name.to_owned()).or_default();
+            let ring = match self.recent.get_mut(name) {
+                Some(r) => r,
+                None => self.recent.entry(name.to_owned()).or_default(),
+            };
             match ring.iter_mut().find(|(s, _)| *s == sub) {
-                Some((_, a)) => a.merge(agg),
+                Some((_, a)) => a.merge(&agg),
                 None => {
                     let at = ring
                         .iter()
                         .position(|(s, _)| *s > sub)
                         .unwrap_or(ring.len());
-                    ring.insert(at, (sub, agg.clone()));
+                    ring.insert(at, (sub, agg));
                 }
             }
             let keep = self.cfg.early_trailing as usize;
@@ -670,7 +680,7 @@ impl Engine {
                 ring.pop_front();
             }
         }
-        if let Some(t) = p.aggs.stats.max_ts {
+        if let Some(t) = max_ts {
             self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
         }
         self.decide()

@@ -54,6 +54,14 @@ pub enum Command {
         key: Option<String>,
         ack: Option<oneshot::Sender<Result<Ack, String>>>,
     },
+    /// A batch whose journal entry the sender built and encoded already (off the engine
+    /// thread, which is the one that cannot be parallel).
+    Journaled {
+        entry: Entry,
+        blob: Vec<u8>,
+        key: Option<String>,
+        ack: Option<oneshot::Sender<Result<Ack, String>>>,
+    },
     /// A digest of the detector's state (to compare two runs), with its size.
     Digest(oneshot::Sender<StateDigest>),
     /// Store a snapshot now (then answer).
@@ -71,6 +79,18 @@ pub struct StateDigest {
     pub bytes: usize,
     pub newest: Option<Nanos>,
     pub watermark: Option<Nanos>,
+}
+
+/// Where a batch's answer goes.
+pub type AckTx = oneshot::Sender<Result<Ack, String>>;
+
+/// A batch on its way into a commit.
+struct Pending {
+    entry: Entry,
+    /// Its journal encoding, when the sender made it.
+    blob: Option<Vec<u8>>,
+    key: Option<String>,
+    ack: Option<AckTx>,
 }
 
 /// What a durable batch did.
@@ -239,6 +259,23 @@ pub fn start(
     Ok((tx, positions, handle))
 }
 
+/// The journal entry of a batch, and its encoding: what a source builds before sending it.
+pub fn journal_entry(
+    input: &str,
+    partial: Partial,
+    diag: &Diagnostics,
+    position: Option<String>,
+) -> Result<(Entry, Vec<u8>), String> {
+    let entry = Entry::Batch {
+        input: input.to_owned(),
+        diag: delta(diag, &partial),
+        partial,
+        position,
+    };
+    let blob = state::encode_entry(&entry).map_err(|e| format!("encoding the batch: {e}"))?;
+    Ok((entry, blob))
+}
+
 fn delta(diag: &Diagnostics, p: &Partial) -> InputDelta {
     InputDelta {
         records: diag.records_read,
@@ -280,8 +317,8 @@ impl Live {
         let replayed = rows.len();
         let tx = write_tx(conn)?;
         for (seq, blob) in rows {
-            let entry: Entry = serde_json::from_slice(&blob)
-                .with_context(|| format!("journal entry {seq}: unreadable"))?;
+            let entry: Entry = state::decode_entry(&blob)
+                .map_err(|e| anyhow::anyhow!("journal entry {seq}: unreadable: {e}"))?;
             let (emits, _) = self.apply(entry);
             self.persist(&tx, emits)?;
             self.journal_seq = seq;
@@ -299,10 +336,12 @@ impl Live {
         match entry {
             Entry::Batch {
                 input,
-                partial,
+                mut partial,
                 diag,
                 position,
             } => {
+                // Late events are counted per input, whatever the reader named its batches.
+                partial.source.clone_from(&input);
                 let late_before = self
                     .engine
                     .counters()
@@ -413,28 +452,23 @@ impl Live {
         (now_step != Some(to / step)).then_some(to)
     }
 
-    #[allow(clippy::type_complexity)]
     fn commit(
         &mut self,
         conn: &Connection,
-        batches: Vec<(
-            Entry,
-            Option<String>,
-            Option<oneshot::Sender<Result<Ack, String>>>,
-        )>,
-    ) -> Result<
-        Vec<(Option<oneshot::Sender<Result<Ack, String>>>, Ack)>,
-        (
-            anyhow::Error,
-            Vec<Option<oneshot::Sender<Result<Ack, String>>>>,
-        ),
-    > {
-        let mut acks: Vec<Option<oneshot::Sender<Result<Ack, String>>>> = Vec::new();
+        batches: Vec<Pending>,
+    ) -> Result<Vec<(Option<AckTx>, Ack)>, (anyhow::Error, Vec<Option<AckTx>>)> {
+        let mut acks: Vec<Option<AckTx>> = Vec::new();
         let result = (|| -> Result<(Vec<Ack>, bool)> {
             let tx = write_tx(conn)?;
             let mut out = Vec::new();
             let mut queued = false;
-            for (entry, key, ack) in batches {
+            for Pending {
+                entry,
+                blob,
+                key,
+                ack,
+            } in batches
+            {
                 acks.push(ack);
                 if let Some(k) = &key
                     && let Some(first) = state::answer_of(&tx, k)?
@@ -444,7 +478,10 @@ impl Live {
                     out.push(a);
                     continue;
                 }
-                let blob = serde_json::to_vec(&entry)?;
+                let blob = match blob {
+                    Some(b) => b,
+                    None => state::encode_entry(&entry)?,
+                };
                 let seq = state::append_journal(&tx, &blob)?;
                 if let Entry::Batch {
                     input,
@@ -644,17 +681,29 @@ impl Core {
                         ack,
                     } => {
                         let d = delta(&diag, &partial);
-                        batches.push((
-                            Entry::Batch {
+                        batches.push(Pending {
+                            entry: Entry::Batch {
                                 input,
                                 partial,
                                 diag: d,
                                 position,
                             },
+                            blob: None,
                             key,
                             ack,
-                        ));
+                        });
                     }
+                    Command::Journaled {
+                        entry,
+                        blob,
+                        key,
+                        ack,
+                    } => batches.push(Pending {
+                        entry,
+                        blob: Some(blob),
+                        key,
+                        ack,
+                    }),
                     Command::Digest(reply) => {
                         let _ = reply.send(self.st.digest());
                     }
@@ -665,7 +714,12 @@ impl Core {
             if batches.is_empty()
                 && let Some(to) = self.st.idle_advance()
             {
-                batches.push((Entry::Advance { to }, None, None));
+                batches.push(Pending {
+                    entry: Entry::Advance { to },
+                    blob: None,
+                    key: None,
+                    ack: None,
+                });
             }
             if !batches.is_empty() {
                 match self.st.commit(&self.conn, batches) {

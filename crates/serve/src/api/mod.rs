@@ -260,8 +260,8 @@ fn content_type_ok(h: &HeaderMap) -> Result<(), Response> {
 }
 
 /// Decompresses within `limit` bytes; `Err` is the answer to give.
-fn decode(body: &[u8], enc: Encoding, limit: usize) -> Result<Vec<u8>, Response> {
-    let reader: Box<dyn Read> = match enc {
+fn decode(body: Bytes, enc: Encoding, limit: usize) -> Result<Bytes, Response> {
+    let reader: Box<dyn Read + '_> = match enc {
         Encoding::Identity => {
             if body.len() > limit {
                 return Err(error(
@@ -269,10 +269,11 @@ fn decode(body: &[u8], enc: Encoding, limit: usize) -> Result<Vec<u8>, Response>
                     "body over the size limit",
                 ));
             }
-            return Ok(body.to_vec());
+            // A plain body is parsed as it came, without a copy.
+            return Ok(body);
         }
-        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        Encoding::Zstd => match zstd::stream::read::Decoder::new(body) {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&body[..])),
+        Encoding::Zstd => match zstd::stream::read::Decoder::new(&body[..]) {
             Ok(d) => Box::new(d),
             Err(e) => {
                 return Err(error(StatusCode::BAD_REQUEST, format!("zstd: {e}")));
@@ -285,7 +286,7 @@ fn decode(body: &[u8], enc: Encoding, limit: usize) -> Result<Vec<u8>, Response>
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("body decompresses to more than the limit of {limit} bytes"),
         )),
-        Ok(_) => Ok(out),
+        Ok(_) => Ok(Bytes::from(out)),
         Err(e) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("cannot decompress the body: {e}"),
@@ -359,9 +360,9 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
     let st2 = st.clone();
     let limit = st.opts.max_decoded;
     let parsed = tokio::task::spawn_blocking(move || {
-        let data = decode(&bytes, enc, limit)?;
+        let data = decode(bytes, enc, limit)?;
         let mut reader = st2.take_reader();
-        let out = reader.read(
+        let (partial, diag) = reader.read(
             &data,
             Origin {
                 source: "http",
@@ -369,11 +370,15 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
                 base_offset: 0,
             },
         );
-        Ok::<_, Response>((out, reader))
+        // The journal entry is built here, on a parsing thread, not on the engine's.
+        let events = partial.aggs.stats.events + partial.aggs.stats.duplicates;
+        let journal = crate::engine::journal_entry("http", partial, &diag, None)
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        Ok::<_, Response>(((journal, diag, events), reader))
     })
     .await;
     drop(permit);
-    let ((partial, diag), reader) = match parsed {
+    let (((entry, blob), diag, events), reader) = match parsed {
         Ok(Ok(x)) => x,
         Ok(Err(r)) => return r,
         Err(_) => {
@@ -383,7 +388,6 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
             );
         }
     };
-    let events = partial.aggs.stats.events + partial.aggs.stats.duplicates;
     let errors: u64 = diag
         .skipped
         .iter()
@@ -418,11 +422,9 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
     let examples: Vec<String> = diag.examples.iter().map(|e| e.to_string()).collect();
     let records = diag.records_read;
     let (tx, rx) = oneshot::channel();
-    let cmd = Command::Batch {
-        input: "http".into(),
-        partial,
-        diag,
-        position: None,
+    let cmd = Command::Journaled {
+        entry,
+        blob,
         key,
         ack: Some(tx),
     };

@@ -198,13 +198,12 @@ impl SourceCtx {
         diag: floodwatch_core::Diagnostics,
         position: Option<String>,
     ) -> Result<Ack, String> {
+        let (entry, blob) = crate::engine::journal_entry(input, partial, &diag, position)?;
         let (tx, rx) = oneshot::channel();
         self.engine
-            .send(Command::Batch {
-                input: input.to_owned(),
-                partial,
-                diag,
-                position,
+            .send(Command::Journaled {
+                entry,
+                blob,
                 key: None,
                 ack: Some(tx),
             })
