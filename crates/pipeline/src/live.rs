@@ -748,7 +748,7 @@ impl Engine {
             .collect();
         // Each device's stretches: the bin so far, and the trailing sub-windows alone (a flood
         // that starts mid-bin is diluted in the first, not in the second).
-        let mut judged: Vec<(String, Vec<(BinAgg, f64, Nanos)>)> = Vec::new();
+        let mut judged: Vec<(String, Vec<Stretch>)> = Vec::new();
         for device in devices {
             let Some(open) = self.open.get(&(device.clone(), bin)) else {
                 continue;
@@ -948,6 +948,9 @@ impl Engine {
         out
     }
 }
+
+/// A stretch of an open bin judged early: its traffic, its share of the bin, its length.
+type Stretch = (BinAgg, f64, Nanos);
 
 /// An early alert's numbers back from the whole-bin projection to what was seen, with a reason
 /// saying how it was decided.

@@ -84,6 +84,9 @@ pub struct StateDigest {
 /// Where a batch's answer goes.
 pub type AckTx = oneshot::Sender<Result<Ack, String>>;
 
+/// A commit's answers (per batch), or why it failed with the batches' answer channels.
+type CommitResult = Result<Vec<(Option<AckTx>, Ack)>, (anyhow::Error, Vec<Option<AckTx>>)>;
+
 /// A batch on its way into a commit.
 struct Pending {
     entry: Entry,
@@ -221,6 +224,14 @@ struct Live {
     clock: Arc<dyn Clock>,
 }
 
+/// What [`start`] gives: the queue to the engine thread, the positions each input had reached,
+/// and the thread.
+pub type Started = (
+    mpsc::Sender<Command>,
+    BTreeMap<String, String>,
+    std::thread::JoinHandle<()>,
+);
+
 /// Opens the state, recovers (snapshot, then the journal after it), and starts the engine
 /// thread. Returns the queue to it and the positions each input had reached.
 pub fn start(
@@ -228,11 +239,7 @@ pub fn start(
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
     queue: usize,
-) -> Result<(
-    mpsc::Sender<Command>,
-    BTreeMap<String, String>,
-    std::thread::JoinHandle<()>,
-)> {
+) -> Result<Started> {
     let conn = state::open(&shared.state_dir, opts.fsync)
         .with_context(|| format!("opening the state in {}", shared.state_dir.display()))?;
     let mut core = Core {
@@ -452,11 +459,7 @@ impl Live {
         (now_step != Some(to / step)).then_some(to)
     }
 
-    fn commit(
-        &mut self,
-        conn: &Connection,
-        batches: Vec<Pending>,
-    ) -> Result<Vec<(Option<AckTx>, Ack)>, (anyhow::Error, Vec<Option<AckTx>>)> {
+    fn commit(&mut self, conn: &Connection, batches: Vec<Pending>) -> CommitResult {
         let mut acks: Vec<Option<AckTx>> = Vec::new();
         let result = (|| -> Result<(Vec<Ack>, bool)> {
             let tx = write_tx(conn)?;
@@ -642,14 +645,9 @@ impl Core {
         let tick = Duration::from_millis(250);
         loop {
             let first = match rt.block_on(async { tokio::time::timeout(tick, rx.recv()).await }) {
-                Ok(Some(c)) => Recv::Got(c),
-                Ok(None) => Recv::Closed,
-                Err(_) => Recv::Timeout,
-            };
-            let first = match first {
-                Recv::Got(c) => Some(c),
-                Recv::Timeout => None,
-                Recv::Closed => {
+                Ok(Some(c)) => Some(c),
+                Err(_) => None,
+                Ok(None) => {
                     if let Err(e) = self.st.snapshot(&self.conn) {
                         tracing::error!("final snapshot failed: {e:#}");
                     }
@@ -762,10 +760,4 @@ impl Core {
 /// between (SQLITE_BUSY_SNAPSHOT); an immediate one waits for the lock (busy timeout) instead.
 fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
-}
-
-enum Recv {
-    Got(Command),
-    Timeout,
-    Closed,
 }
