@@ -20,6 +20,9 @@ pub mod live;
 pub mod reader;
 pub mod settings;
 
+#[cfg(test)]
+mod tests;
+
 pub use batch::{Detected, Outcome, read_detect};
 pub use live::{
     BinSummary, Counters, Emit, Engine, EngineState, IncidentEvent, IncidentPhase, LiveAlert,

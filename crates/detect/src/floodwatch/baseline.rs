@@ -227,8 +227,12 @@ impl History {
             }
         }
         let mut short: Vec<&BinRecord> = Vec::new();
-        let mut b = bin - 1;
-        let oldest = bin - 4 * cfg.short_term_bins as i64;
+        // From the newest bin held: a bin judged ahead of the history (an open bin, while the
+        // ones before it wait for late events) has the same trailing baseline as if they were
+        // in. Bins scored in order always find their predecessor.
+        let last = self.next_bin().map_or(bin - 1, |n| n - 1);
+        let mut b = (bin - 1).min(last);
+        let oldest = b + 1 - 4 * cfg.short_term_bins as i64;
         while short.len() < cfg.short_term_bins as usize && b >= oldest {
             match self.get(b) {
                 Some(r) if r.clean() => short.push(r),
