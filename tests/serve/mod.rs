@@ -3,7 +3,7 @@
 
 mod files;
 mod http;
-// mod kafka;
+mod kafka;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,9 @@
 //!
 //! # Time
 //!
-//! Everything is event time. The engine's *watermark* is the newest event time seen minus
-//! [`LiveConfig::lateness`]; a bin is sealed (complete, scored by the same
+//! Everything is event time. The engine's *watermark* is the newest event time of the slowest
+//! input that is not idle, minus [`LiveConfig::lateness`] (one input behind another, or a
+//! backlog read partition by partition, does not make the others' events late); a bin is sealed (complete, scored by the same
 //! [`floodwatch_detect::floodwatch::Stream`] as a batch run) once the watermark passes its end,
 //! and events for a sealed bin are *late*: counted by source and dropped. One watermark serves
 //! every device, so a device that goes quiet has its bins closed by the others' traffic; when
@@ -478,6 +479,10 @@ pub struct EngineState {
     early_fired: BTreeSet<(String, i64)>,
     tracker: Tracker,
     counters: Counters,
+    #[serde(default)]
+    newest_by: BTreeMap<String, Nanos>,
+    #[serde(default)]
+    idle: BTreeSet<String>,
 }
 
 fn summary(
@@ -523,6 +528,10 @@ pub struct Engine {
     early_fired: BTreeSet<(String, i64)>,
     tracker: Tracker,
     counters: Counters,
+    /// Newest event time per input: the watermark follows the slowest input that is not idle.
+    newest_by: BTreeMap<String, Nanos>,
+    /// Inputs the service found idle (no batch for a while): they do not hold bins open.
+    idle: BTreeSet<String>,
     /// Sealed bins not yet taken by [`Engine::take_sealed`] (not part of the state).
     sealed: Vec<BinSummary>,
 }
@@ -541,8 +550,30 @@ impl Engine {
             early_step: i64::MIN,
             early_fired: BTreeSet::new(),
             counters: Counters::default(),
+            newest_by: BTreeMap::new(),
+            idle: BTreeSet::new(),
             sealed: Vec::new(),
         }
+    }
+
+    /// Marks which inputs are idle (the service decides, from wall time, and journals it).
+    /// An idle input does not hold the watermark back; bins may close.
+    pub fn set_idle(&mut self, idle: BTreeSet<String>) -> Vec<Emit> {
+        if idle == self.idle {
+            return Vec::new();
+        }
+        self.idle = idle;
+        self.decide()
+    }
+
+    /// Inputs marked idle.
+    pub fn idle(&self) -> &BTreeSet<String> {
+        &self.idle
+    }
+
+    /// Newest event time per input.
+    pub fn newest_by_input(&self) -> &BTreeMap<String, Nanos> {
+        &self.newest_by
     }
 
     /// The bins sealed since the last call, with whether each alerted.
@@ -576,6 +607,8 @@ impl Engine {
         e.early_fired = state.early_fired;
         e.tracker = state.tracker;
         e.counters = state.counters;
+        e.newest_by = state.newest_by;
+        e.idle = state.idle;
         e
     }
 
@@ -598,6 +631,8 @@ impl Engine {
             early_fired: self.early_fired.clone(),
             tracker: self.tracker.clone(),
             counters: self.counters.clone(),
+            newest_by: self.newest_by.clone(),
+            idle: self.idle.clone(),
         }
     }
 
@@ -680,8 +715,17 @@ impl Engine {
                 ring.pop_front();
             }
         }
-        if let Some(t) = max_ts {
-            self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+        match max_ts {
+            Some(t) => {
+                self.newest = Some(self.newest.map_or(t, |n| n.max(t)));
+                let n = self.newest_by.entry(source).or_insert(t);
+                *n = (*n).max(t);
+            }
+            // An input announced before its first events holds the watermark back until it
+            // delivers them (or the service finds it idle).
+            None => {
+                self.newest_by.entry(source).or_insert(Nanos::MIN);
+            }
         }
         self.decide()
     }
@@ -692,6 +736,9 @@ impl Engine {
         if self.newest.is_some_and(|n| t > n) {
             self.newest = Some(t);
         }
+        // A quiet stream: every input is idle by now.
+        let all: BTreeSet<String> = self.newest_by.keys().cloned().collect();
+        self.idle = all;
         self.decide()
     }
 
@@ -711,10 +758,18 @@ impl Engine {
             return Vec::new();
         };
         let mut out = self.early();
-        let below = self
-            .cfg
-            .width
-            .index(newest.saturating_sub(self.cfg.lateness));
+        // The slowest input that is not idle: a backlog read partition by partition (or one
+        // input behind another) must not make the others' events late. With every input idle,
+        // the newest time overall (which `advance` moves on).
+        let base = self
+            .newest_by
+            .iter()
+            .filter(|(s, _)| !self.idle.contains(*s))
+            .map(|(_, t)| *t)
+            .min()
+            .unwrap_or(newest)
+            .min(newest);
+        let below = self.cfg.width.index(base.saturating_sub(self.cfg.lateness));
         out.extend(self.seal(below));
         out
     }

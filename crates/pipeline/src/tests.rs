@@ -75,7 +75,9 @@ fn partials_merge_into_the_bins_a_batch_run_builds() {
     let mut engine_like: std::collections::BTreeMap<(String, i64), BinAgg> = Default::default();
     let mut seed = 7u64;
     let mut rnd = || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         seed >> 33
     };
     for i in 0..20_000i64 {
@@ -123,7 +125,13 @@ fn a_projection_scales_counts_not_sources() {
     let s = settings();
     let mut a = s.aggregator(s.width);
     for i in 0..300 {
-        let e = inbound(&mut a, "d", T0 + i * NANOS_PER_SEC / 10, [20, 1, 2, (i % 30) as u8], i);
+        let e = inbound(
+            &mut a,
+            "d",
+            T0 + i * NANOS_PER_SEC / 10,
+            [20, 1, 2, (i % 30) as u8],
+            i,
+        );
         a.add(&e);
     }
     let aggs = a.finish();
@@ -131,9 +139,17 @@ fn a_projection_scales_counts_not_sources() {
     let p = b.projected(10.0);
     assert_eq!(p.rows, b.rows * 10);
     assert_eq!(p.inbound(), b.inbound() * 10);
-    assert_eq!(p.sources.distinct(), b.sources.distinct(), "the same sources");
+    assert_eq!(
+        p.sources.distinct(),
+        b.sources.distinct(),
+        "the same sources"
+    );
     let (t, tp) = (b.top.top(1)[0], p.top.top(1)[0]);
-    assert_eq!((tp.0, tp.1), (t.0, t.1 * 10), "each source at ten times its rate");
+    assert_eq!(
+        (tp.0, tp.1),
+        (t.0, t.1 * 10),
+        "each source at ten times its rate"
+    );
 }
 
 /// A small simulated dataset (a flood at 2025-12-23T10:00 on web01) as NDJSON.
@@ -200,9 +216,10 @@ fn the_live_engine_scores_what_the_batch_run_scores() {
     let dir = tempfile::tempdir().unwrap();
     let path = sim(dir.path());
     let s = settings();
-    let batch = crate::batch::read_detect(&[path.clone()], &s, &Query::default(), &mut |_| {}, None)
-        .unwrap()
-        .outcome(&s, &Query::default());
+    let batch =
+        crate::batch::read_detect(&[path.clone()], &s, &Query::default(), &mut |_| {}, None)
+            .unwrap()
+            .outcome(&s, &Query::default());
     let data = std::fs::read(&path).unwrap();
     let mut engine = Engine::new(LiveConfig::new(s.width), s.floodwatch.clone());
     let mut reader = LineReader::new(&s, step());
@@ -250,7 +267,10 @@ fn an_engine_resumed_from_its_snapshot_goes_on_as_if_never_stopped() {
     let cut = {
         // Mid-flood: the first line at or after 10:20 on the second day.
         let needle = b"2025-12-23T10:20";
-        let at = data.windows(needle.len()).position(|w| w == needle).unwrap();
+        let at = data
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap();
         data[..at].iter().rposition(|&c| c == b'\n').unwrap() + 1
     };
     let mut whole = Engine::new(LiveConfig::new(s.width), s.floodwatch.clone());
@@ -286,7 +306,9 @@ fn early_decisions_are_fast_on_floods_and_quiet_on_noise() {
     let mut emits = Vec::new();
     let mut seed = 11u64;
     let mut rnd = || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         seed >> 33
     };
     // Six hours at ~200 connections a bin from a few hundred returning sources, with bursts of
@@ -326,16 +348,33 @@ fn early_decisions_are_fast_on_floods_and_quiet_on_noise() {
                 source: "t".into(),
                 aggs: agg.take_all(),
             }));
-            if std::env::var("DEBUG_EARLY").is_ok() && t > onset && t <= onset + 40 * NANOS_PER_SEC {
+            if std::env::var("DEBUG_EARLY").is_ok() && t > onset && t <= onset + 40 * NANOS_PER_SEC
+            {
                 for (d, b, a) in engine.open_bins() {
                     let frac = (t - s.width.start(b)) as f64 / s.width.nanos() as f64;
                     let p = engine.stream().detector().preview(b, d, a, frac, None);
-                    eprintln!("{} {d} {b} frac {frac:.2} alert {:?}", (t-onset)/NANOS_PER_SEC, p.alert.map(|a| (a.suppressed, a.suppression_reason, a.reasons.get(0).cloned())));
+                    eprintln!(
+                        "{} {d} {b} frac {frac:.2} alert {:?}",
+                        (t - onset) / NANOS_PER_SEC,
+                        p.alert.map(|a| (
+                            a.suppressed,
+                            a.suppression_reason,
+                            a.reasons.get(0).cloned()
+                        ))
+                    );
                     if frac < 0.5 {
                         let st = &engine.stream().state().devices["web"];
                         let x = st.assess(b, &a.projected(1.0 / frac), &s.floodwatch, 288);
                         let g = &x.groups[0];
-                        eprintln!("   obs {} exp {} thr {} one {} next {:?} kind {:?}", g.observed, g.expected, g.threshold, g.one_bin, st.next_bin(), x.baseline.kind);
+                        eprintln!(
+                            "   obs {} exp {} thr {} one {} next {:?} kind {:?}",
+                            g.observed,
+                            g.expected,
+                            g.threshold,
+                            g.one_bin,
+                            st.next_bin(),
+                            x.baseline.kind
+                        );
                     }
                 }
             }
@@ -360,5 +399,51 @@ fn early_decisions_are_fast_on_floods_and_quiet_on_noise() {
         (first.detected_at - onset) / NANOS_PER_SEC
     );
     assert!(first.alert.reasons[0].starts_with("early decision"));
-    assert!(first.alert.request_count < 1000, "counts as seen, not projected");
+    assert!(
+        first.alert.request_count < 1000,
+        "counts as seen, not projected"
+    );
+}
+
+/// One input far ahead of another (a backlog read partition by partition): the one behind is
+/// not late; once it is idle, it no longer holds bins open.
+#[test]
+fn the_watermark_follows_the_slowest_input_that_is_not_idle() {
+    let s = settings();
+    let mut engine = Engine::new(LiveConfig::new(s.width), s.floodwatch.clone());
+    let part = |src: &str, minute: i64, n: i64| {
+        let mut a = s.aggregator(step());
+        for i in 0..n {
+            let e = inbound(
+                &mut a,
+                "d",
+                T0 + minute * NANOS_PER_MIN + i,
+                [20, 1, 1, 1],
+                minute * 1000 + i,
+            );
+            a.add(&e);
+        }
+        Partial {
+            source: src.into(),
+            aggs: a.take_all(),
+        }
+    };
+    engine.apply(part("a", 0, 10));
+    engine.apply(part("b", 0, 10));
+    engine.apply(part("a", 600, 10));
+    assert_eq!(engine.counters().bins_sealed, 0, "b holds the bins open");
+    engine.apply(part("b", 30, 10));
+    assert!(
+        engine.counters().late.is_empty(),
+        "{:?}",
+        engine.counters().late
+    );
+    let e = engine.set_idle(["b".to_owned()].into_iter().collect());
+    assert!(engine.counters().bins_sealed > 0, "{e:?}");
+    engine.apply(part("b", 60, 10));
+    assert_eq!(
+        engine.counters().late.get("b"),
+        Some(&10),
+        "an idle input's old events are late"
+    );
 }

@@ -220,6 +220,9 @@ struct Live {
     last_snapshot: Instant,
     /// Wall time of the last batch that carried events, and the newest event time then.
     last_input: Option<(Instant, Nanos)>,
+    /// Per input, wall time of its last batch with events (not journaled: after a restart
+    /// every input starts as active again).
+    last_by_input: BTreeMap<String, Instant>,
     shared: Arc<Shared>,
     clock: Arc<dyn Clock>,
 }
@@ -252,6 +255,7 @@ pub fn start(
             snap_seq: 0,
             last_snapshot: clock.now(),
             last_input: None,
+            last_by_input: BTreeMap::new(),
             shared,
             clock,
         },
@@ -331,6 +335,11 @@ impl Live {
             self.journal_seq = seq;
         }
         tx.commit()?;
+        // After a restart every input counts as active again until it stays quiet.
+        let now = self.clock.now();
+        for i in self.engine.newest_by_input().keys() {
+            self.last_by_input.insert(i.clone(), now);
+        }
         if replayed > 0 {
             tracing::info!(replayed, "re-applied the journal after the last snapshot");
         }
@@ -397,6 +406,10 @@ impl Live {
                 (emits, ack)
             }
             Entry::Advance { to } => (self.engine.advance(to), Ack::default()),
+            Entry::Idle { inputs } => (
+                self.engine.set_idle(inputs.into_iter().collect()),
+                Ack::default(),
+            ),
         }
     }
 
@@ -442,6 +455,24 @@ impl Live {
             state::upsert_series(conn, &s.device_name, s.bin, &serde_json::to_string(&s)?)?;
         }
         Ok(queued)
+    }
+
+    /// The inputs quiet for `idle_close` (wall time), when that set changed: they stop holding
+    /// bins open (an input that delivers again is active again).
+    fn idle_change(&self) -> Option<Vec<String>> {
+        let now = self.clock.now();
+        let idle: std::collections::BTreeSet<String> = self
+            .engine
+            .newest_by_input()
+            .keys()
+            .filter(|i| {
+                self.last_by_input
+                    .get(*i)
+                    .is_none_or(|t| now.duration_since(*t) >= self.opts.idle_close)
+            })
+            .cloned()
+            .collect();
+        (&idle != self.engine.idle()).then(|| idle.into_iter().collect())
     }
 
     /// When the stream has been quiet for `idle_close`: event time moved on by the wall time
@@ -495,9 +526,24 @@ impl Live {
                     state::set_position(&tx, input, p)?;
                 }
                 let has_events = matches!(&entry, Entry::Batch { partial, .. } if partial.aggs.stats.max_ts.is_some());
+                let batch_input = match &entry {
+                    Entry::Batch { input, .. } => Some(input.clone()),
+                    _ => None,
+                };
                 let (emits, a) = self.apply(entry);
+                let now = self.clock.now();
                 if has_events && let Some(n) = self.engine.newest() {
-                    self.last_input = Some((self.clock.now(), n));
+                    self.last_input = Some((now, n));
+                }
+                if let Some(input) = batch_input {
+                    // An announced input counts as active from its announcement.
+                    match self.last_by_input.get_mut(&input) {
+                        Some(t) if has_events => *t = now,
+                        Some(_) => {}
+                        None => {
+                            self.last_by_input.insert(input, now);
+                        }
+                    }
                 }
                 queued |= self.persist(&tx, emits)?;
                 self.journal_seq = seq;
@@ -708,6 +754,14 @@ impl Core {
                     Command::Snapshot(done) => snap_now.push(done),
                     Command::Shutdown(done) => stop = Some(done),
                 }
+            }
+            if let Some(inputs) = self.st.idle_change() {
+                batches.push(Pending {
+                    entry: Entry::Idle { inputs },
+                    blob: None,
+                    key: None,
+                    ack: None,
+                });
             }
             if batches.is_empty()
                 && let Some(to) = self.st.idle_advance()

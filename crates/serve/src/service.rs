@@ -132,6 +132,20 @@ pub async fn run(
     let mut source_tasks = Vec::new();
     for spec in opts.inputs.clone() {
         let ctx = ctx.clone();
+        // Inputs known by name from the start hold the watermark until they deliver (or stay
+        // idle): a folder's backlog is not late because HTTP ingest got ahead. Kafka announces
+        // its partitions as they are assigned.
+        let known = match &spec {
+            InputSpec::Dir(p) => Some(format!("dir:{}", p.display())),
+            InputSpec::File(p) => Some(format!("file:{}", p.display())),
+            InputSpec::Stdin => Some("-".to_owned()),
+            InputSpec::Kafka { .. } | InputSpec::EventHubs { .. } => None,
+        };
+        if let Some(name) = known {
+            ctx.announce(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("input {name}: {e}"))?;
+        }
         let name = format!("{spec:?}");
         source_tasks.push(tokio::spawn(async move {
             let r = sources::run(spec, ctx).await;

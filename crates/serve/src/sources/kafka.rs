@@ -85,6 +85,7 @@ pub async fn run(spec: InputSpec, ctx: SourceCtx) -> Result<()> {
         consumer: Arc::new(consumer),
         shared,
         parts: BTreeMap::new(),
+        announced: BTreeSet::new(),
         ctx,
     };
     let result = src.consume().await;
@@ -308,6 +309,8 @@ struct Source {
     shared: Arc<Mutex<Assignment>>,
     parts: BTreeMap<i32, Part>,
     ctx: SourceCtx,
+    /// Partitions announced to the engine since they were assigned.
+    announced: BTreeSet<i32>,
 }
 
 impl Source {
@@ -334,6 +337,7 @@ impl Source {
                     match m {
                         Ok(msg) => {
                             last_error.clear();
+                            self.announce().await?;
                             let partition = msg.partition();
                             let offset = msg.offset();
                             self.drop_revoked();
@@ -410,8 +414,28 @@ impl Source {
     }
 
     /// Forgets the batches in hand of partitions revoked since the last look.
+    /// Tells the engine about partitions assigned since the last look, before any of their
+    /// messages: the watermark then waits for each of them (a backlog is read partition by
+    /// partition, and the first one read must not make the others late) until it delivers or
+    /// stays idle.
+    async fn announce(&mut self) -> Result<()> {
+        let assigned: Vec<i32> = lock(&self.shared).assigned.iter().copied().collect();
+        for p in assigned {
+            if self.announced.insert(p) {
+                self.ctx
+                    .announce(&input_name(&self.topic, p))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn drop_revoked(&mut self) {
         let revoked = std::mem::take(&mut lock(&self.shared).revoked);
+        for p in &revoked {
+            self.announced.remove(p);
+        }
         for p in revoked {
             if let Some(part) = self.parts.remove(&p)
                 && let Some((first, _)) = part.first

@@ -191,6 +191,17 @@ impl SourceCtx {
         r
     }
 
+    /// Announces `input` to the engine before its first batch (an empty one): the watermark
+    /// waits for it until it delivers or stays idle.
+    pub async fn announce(&self, input: &str) -> Result<Ack, String> {
+        let empty = floodwatch_pipeline::Partial {
+            source: input.to_owned(),
+            aggs: floodwatch_core::Aggregates::empty(self.step),
+        };
+        self.send_partial(input, empty, floodwatch_core::Diagnostics::default(), None)
+            .await
+    }
+
     pub async fn send_partial(
         &self,
         input: &str,

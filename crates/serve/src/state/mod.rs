@@ -85,6 +85,8 @@ pub enum Entry {
     },
     /// Event time moved on while the stream was quiet (see `Engine::advance`).
     Advance { to: Nanos },
+    /// These inputs are idle now (no batch for `idle_close`): they no longer hold bins open.
+    Idle { inputs: Vec<String> },
 }
 
 /// The journal's encoding: a format byte, then postcard (compact, and several times faster to
