@@ -216,10 +216,15 @@ fn the_live_engine_scores_what_the_batch_run_scores() {
     let dir = tempfile::tempdir().unwrap();
     let path = sim(dir.path());
     let s = settings();
-    let batch =
-        crate::batch::read_detect(&[path.clone()], &s, &Query::default(), &mut |_| {}, None)
-            .unwrap()
-            .outcome(&s, &Query::default());
+    let batch = crate::batch::read_detect(
+        std::slice::from_ref(&path),
+        &s,
+        &Query::default(),
+        &mut |_| {},
+        None,
+    )
+    .unwrap()
+    .outcome(&s, &Query::default());
     let data = std::fs::read(&path).unwrap();
     let mut engine = Engine::new(LiveConfig::new(s.width), s.floodwatch.clone());
     let mut reader = LineReader::new(&s, step());
@@ -249,7 +254,7 @@ fn the_live_engine_scores_what_the_batch_run_scores() {
     assert!(!early.is_empty());
     assert_eq!(engine.counters().early_unconfirmed, 0);
     let first = early.iter().map(|a| a.detected_at).min().unwrap();
-    let onset = T0 + (34 * 60 + 0) * NANOS_PER_MIN;
+    let onset = T0 + 34 * 60 * NANOS_PER_MIN;
     assert!(
         first - onset <= 60 * NANOS_PER_SEC,
         "first early decision {} s after onset",
@@ -295,8 +300,8 @@ fn an_engine_resumed_from_its_snapshot_goes_on_as_if_never_stopped() {
     assert_eq!(resumed.snapshot(), whole.snapshot());
 }
 
-/// A quiet device's bursts do not extrapolate into a flood; a flood at 10x its baseline is
-/// decided within 15 s of its first events.
+/// A quiet device's bursts do not extrapolate into a flood; a flood well above its baseline
+/// (here 7x) is decided within 15 s of its first events.
 #[test]
 fn early_decisions_are_fast_on_floods_and_quiet_on_noise() {
     let s = settings();
@@ -311,8 +316,8 @@ fn early_decisions_are_fast_on_floods_and_quiet_on_noise() {
             .wrapping_add(1442695040888963407);
         seed >> 33
     };
-    // Six hours at ~200 connections a bin from a few hundred returning sources, with bursts of
-    // 20 connections from one client now and then; then a flood at 10x from new sources.
+    // Six hours at ~600 connections a bin from a few hundred returning sources, with bursts of
+    // 20 connections from one client now and then; then a flood at 7x, mostly new sources.
     let onset = T0 + 6 * 3600 * NANOS_PER_SEC;
     let mut t = T0;
     while t < onset + 5 * NANOS_PER_MIN {
@@ -341,43 +346,6 @@ fn early_decisions_are_fast_on_floods_and_quiet_on_noise() {
                 source: "t".into(),
                 aggs: agg.take_all(),
             }));
-        }
-        t += NANOS_PER_SEC / 2;
-        if (t - T0) % (5 * NANOS_PER_SEC) == 0 {
-            emits.extend(engine.apply(Partial {
-                source: "t".into(),
-                aggs: agg.take_all(),
-            }));
-            if std::env::var("DEBUG_EARLY").is_ok() && t > onset && t <= onset + 40 * NANOS_PER_SEC
-            {
-                for (d, b, a) in engine.open_bins() {
-                    let frac = (t - s.width.start(b)) as f64 / s.width.nanos() as f64;
-                    let p = engine.stream().detector().preview(b, d, a, frac, None);
-                    eprintln!(
-                        "{} {d} {b} frac {frac:.2} alert {:?}",
-                        (t - onset) / NANOS_PER_SEC,
-                        p.alert.map(|a| (
-                            a.suppressed,
-                            a.suppression_reason,
-                            a.reasons.get(0).cloned()
-                        ))
-                    );
-                    if frac < 0.5 {
-                        let st = &engine.stream().state().devices["web"];
-                        let x = st.assess(b, &a.projected(1.0 / frac), &s.floodwatch, 288);
-                        let g = &x.groups[0];
-                        eprintln!(
-                            "   obs {} exp {} thr {} one {} next {:?} kind {:?}",
-                            g.observed,
-                            g.expected,
-                            g.threshold,
-                            g.one_bin,
-                            st.next_bin(),
-                            x.baseline.kind
-                        );
-                    }
-                }
-            }
         }
     }
     let early: Vec<_> = emits
