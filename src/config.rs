@@ -66,6 +66,9 @@ pub struct ServeSection {
     pub max_body_bytes: Option<usize>,
     /// Batches waiting for the detector at most (then ingest answers 503). Default 64.
     pub queue: Option<usize>,
+    /// Longest wait between two delivery attempts of a failing sink (backoff doubles from
+    /// 500 ms up to this, with jitter; it never gives up). Default `"60s"`.
+    pub retry_max_backoff: Option<String>,
 }
 
 /// `[ingest]`: how input is read.

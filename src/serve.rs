@@ -204,7 +204,14 @@ pub fn options(a: &ServeArgs) -> Result<ServeOptions> {
         fsync: a.fsync || sv.fsync.unwrap_or(false),
         api,
         queue: sv.queue.unwrap_or(64).max(1),
-        delivery: Default::default(),
+        delivery: {
+            let mut d = floodwatch_serve::sinks::DeliveryOptions::default();
+            if let Some(m) = &sv.retry_max_backoff {
+                d.max_backoff = std_dur("retry_max_backoff", Some(m), "60s")?;
+                d.initial_backoff = d.initial_backoff.min(d.max_backoff);
+            }
+            d
+        },
     })
 }
 

@@ -523,3 +523,165 @@ fn sigterm_stops_cleanly_and_keeps_everything() {
         serde_json::from_value(s.get_json("/api/inputs")["inputs"].clone()).expect("inputs");
     assert!(per["http"]["events"].as_u64().unwrap_or(0) > 100_000);
 }
+
+/// A webhook receiver on loopback: answers 503 while `down`, else 200, and keeps the
+/// `EventId`s it accepted, in order.
+struct Receiver {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::BufRead;
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let r = Receiver {
+            port,
+            down: Default::default(),
+            got: Default::default(),
+            refused: Default::default(),
+        };
+        let (down, got, refused) = (r.down.clone(), r.got.clone(), r.refused.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (down, got, refused) = (down.clone(), got.clone(), refused.clone());
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().expect("clone");
+                    let mut r = std::io::BufReader::new(conn);
+                    loop {
+                        let mut len = 0usize;
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut h = String::new();
+                            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if h == "\r\n" {
+                                break;
+                            }
+                            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let status = if down.load(Ordering::SeqCst) {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                            "503 Service Unavailable"
+                        } else {
+                            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            got.lock()
+                                .expect("lock")
+                                .push(v["EventId"].as_str().unwrap_or("?").to_owned());
+                            "200 OK"
+                        };
+                        let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                        if w.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        r
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+#[test]
+fn a_webhook_down_for_part_of_a_replay_gets_every_notification_once_in_order() {
+    use std::sync::atomic::Ordering;
+    let sim = small_sim();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("fw.toml");
+    std::fs::write(&cfg, "[serve]\nretry_max_backoff = \"1s\"\n").expect("config");
+    let start = |name: &str, r: &Receiver| {
+        Server::start(
+            &dir.path().join(name),
+            &[
+                "--allow-source",
+                ALLOW,
+                "--idle-close",
+                "2s",
+                "--config",
+                cfg.to_str().expect("path"),
+                "--notify",
+                &format!("webhook:http://127.0.0.1:{}/hook", r.port),
+            ],
+        )
+    };
+    let up = Receiver::start();
+    let flaky = Receiver::start();
+    flaky.down.store(true, Ordering::SeqCst);
+    let a = start("a", &up);
+    let b = start("b", &flaky);
+    replay(&a, &sim.data, &["--speed", "max", "--batch", "5s"]);
+    let mut rep = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .arg("replay")
+        .arg(&sim.data)
+        .arg("--to")
+        .arg(b.url(""))
+        .args(["--speed", "max", "--batch", "5s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("replay starts");
+    // Down from the start until the flood has been on for 20 minutes of event time.
+    let onset = secs(&Value::from("2025-12-23T10:00:00Z"));
+    wait_for(120, "the replay to pass the flood", || {
+        reqwest::blocking::get(b.url("/api/inputs"))
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v["newest_event"].as_str().map(|t| secs(&Value::from(t))))
+            .is_some_and(|t| t >= onset + 1200.0)
+    });
+    assert!(
+        flaky.refused.load(Ordering::SeqCst) > 0,
+        "the receiver was down while notifications were due"
+    );
+    // Still down: after a few failed attempts the sink reports itself failing.
+    wait_for(60, "the sink to report itself failing", || {
+        b.get_json("/api/sinks")["sinks"][0]["failing"] == true
+    });
+    let metrics = reqwest::blocking::get(b.url("/metrics"))
+        .expect("metrics")
+        .text()
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("floodwatch_sink_failing{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    flaky.down.store(false, Ordering::SeqCst);
+    assert!(rep.wait().expect("replay").success());
+    // The replay ends; after 2 s of quiet the last bins close, the incident ends.
+    wait_for(60, "both receivers to have the incident's end", || {
+        let (x, y) = (up.ids(), flaky.ids());
+        x.iter().any(|i| i.ends_with(":closed")) && x == y
+    });
+    let ids = flaky.ids();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "delivered twice: {ids:?}");
+    assert_eq!(ids, up.ids(), "not the order an always-up receiver got");
+    assert!(ids[0].ends_with(":opened"), "{ids:?}");
+    let sinks = b.get_json("/api/sinks");
+    assert_eq!(sinks["sinks"][0]["failing"], false, "{sinks}");
+    assert_eq!(
+        sinks["sinks"][0]["delivered"].as_u64(),
+        Some(ids.len() as u64)
+    );
+}
