@@ -42,6 +42,8 @@ impl Clock for SystemClock {
 }
 
 /// What the engine thread is asked to do.
+// Commands are moved through a bounded queue once; the big variant is the common one.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// A batch read by a source. `ack` is answered once its effect is durable.
     Batch {
@@ -52,14 +54,10 @@ pub enum Command {
         /// A client's idempotency key: a batch whose key was already stored is answered as the
         /// first time and not applied again (a client that lost the answer can send it again).
         key: Option<String>,
-        ack: Option<oneshot::Sender<Result<Ack, String>>>,
-    },
-    /// A batch whose journal entry the sender built and encoded already (off the engine
-    /// thread, which is the one that cannot be parallel).
-    Journaled {
-        entry: Entry,
-        blob: Vec<u8>,
-        key: Option<String>,
+        /// The batch's journal entry, encoded by the sender ([`journal_batch`]) off the engine
+        /// thread, which is the one part that cannot run in parallel; `None`: the engine
+        /// encodes it.
+        journal: Option<Vec<u8>>,
         ack: Option<oneshot::Sender<Result<Ack, String>>>,
     },
     /// A digest of the detector's state (to compare two runs), with its size.
@@ -270,21 +268,41 @@ pub fn start(
     Ok((tx, positions, handle))
 }
 
-/// The journal entry of a batch, and its encoding: what a source builds before sending it.
-pub fn journal_entry(
+/// A batch as a [`Command::Batch`] with its journal entry already encoded: what a source
+/// builds before sending it (the encoding is the same as the engine's own).
+pub fn journal_batch(
     input: &str,
     partial: Partial,
-    diag: &Diagnostics,
+    diag: Diagnostics,
     position: Option<String>,
-) -> Result<(Entry, Vec<u8>), String> {
+    key: Option<String>,
+    ack: Option<AckTx>,
+) -> Result<Command, String> {
     let entry = Entry::Batch {
         input: input.to_owned(),
-        diag: delta(diag, &partial),
+        diag: delta(&diag, &partial),
         partial,
         position,
     };
     let blob = state::encode_entry(&entry).map_err(|e| format!("encoding the batch: {e}"))?;
-    Ok((entry, blob))
+    let Entry::Batch {
+        input,
+        partial,
+        position,
+        ..
+    } = entry
+    else {
+        return Err("encoding the batch: not a batch".into());
+    };
+    Ok(Command::Batch {
+        input,
+        partial,
+        diag,
+        position,
+        key,
+        journal: Some(blob),
+        ack,
+    })
 }
 
 fn delta(diag: &Diagnostics, p: &Partial) -> InputDelta {
@@ -722,6 +740,7 @@ impl Core {
                         diag,
                         position,
                         key,
+                        journal,
                         ack,
                     } => {
                         let d = delta(&diag, &partial);
@@ -732,22 +751,11 @@ impl Core {
                                 diag: d,
                                 position,
                             },
-                            blob: None,
+                            blob: journal,
                             key,
                             ack,
                         });
                     }
-                    Command::Journaled {
-                        entry,
-                        blob,
-                        key,
-                        ack,
-                    } => batches.push(Pending {
-                        entry,
-                        blob: Some(blob),
-                        key,
-                        ack,
-                    }),
                     Command::Digest(reply) => {
                         let _ = reply.send(self.st.digest());
                     }

@@ -112,6 +112,11 @@ pub async fn run(
         engine::start(eng_opts, shared.clone(), Arc::new(SystemClock), opts.queue)?;
     tracing::info!(state = %opts.state.display(), "state recovered");
 
+    {
+        let conn = crate::state::open(&opts.state, false)?;
+        let names: Vec<String> = opts.notify.iter().map(SinkSpec::name).collect();
+        crate::state::forget_other_sinks(&conn, &names)?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let (report, sink_tasks) = crate::sinks::start_all(
         &opts.notify,

@@ -374,15 +374,12 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
                 base_offset: 0,
             },
         );
-        // The journal entry is built here, on a parsing thread, not on the engine's.
         let events = partial.aggs.stats.events + partial.aggs.stats.duplicates;
-        let journal = crate::engine::journal_entry("http", partial, &diag, None)
-            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        Ok::<_, Response>(((journal, diag, events), reader))
+        Ok::<_, Response>(((partial, diag, events), reader))
     })
     .await;
     drop(permit);
-    let (((entry, blob), diag, events), reader) = match parsed {
+    let ((partial, diag, events), reader) = match parsed {
         Ok(Ok(x)) => x,
         Ok(Err(r)) => return r,
         Err(_) => {
@@ -426,11 +423,10 @@ async fn ingest_inner(st: &Arc<AppState>, headers: HeaderMap, body: Body) -> Res
     let examples: Vec<String> = diag.examples.iter().map(|e| e.to_string()).collect();
     let records = diag.records_read;
     let (tx, rx) = oneshot::channel();
-    let cmd = Command::Journaled {
-        entry,
-        blob,
-        key,
-        ack: Some(tx),
+    // The journal entry is encoded here, not on the engine's thread.
+    let cmd = match crate::engine::journal_batch("http", partial, diag, None, key, Some(tx)) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     match tokio::time::timeout(Duration::from_secs(5), st.engine.send(cmd)).await {
         Ok(Ok(())) => {}

@@ -976,6 +976,15 @@ impl Worker {
 mod tests {
     use super::*;
 
+    /// The rows these tests queue come before the sink starts; a sink new to the state starts
+    /// at the outbox's end, so its cursor is set to the beginning first.
+    fn from_the_start(shared: &Shared, specs: &[SinkSpec]) {
+        let conn = state::open(&shared.state_dir, false).unwrap();
+        for s in specs {
+            state::set_cursor(&conn, &s.name(), 0).unwrap();
+        }
+    }
+
     use std::net::SocketAddr;
     use std::sync::RwLock;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1145,6 +1154,7 @@ mod tests {
         let spec = SinkSpec::Webhook(format!("http://{addr}/hook"));
         let name = spec.name();
         let (tx, rx_stop) = watch::channel(false);
+        from_the_start(&shared, std::slice::from_ref(&spec));
         let (sinks, handles) = start(&[spec], shared.clone(), rx_stop, opts()).unwrap();
 
         wait_for("the sink to report failing", || status(&sinks, 0).failing).await;
@@ -1207,6 +1217,7 @@ mod tests {
         }
         let (tx, rx_stop) = watch::channel(false);
         let spec = SinkSpec::Slack(format!("http://{addr}/hook"));
+        from_the_start(&shared, std::slice::from_ref(&spec));
         let (sinks, handles) = start(&[spec], shared.clone(), rx_stop, opts()).unwrap();
         wait_for("two delivered", || status(&sinks, 0).delivered == 2).await;
         let s = status(&sinks, 0);
@@ -1246,6 +1257,7 @@ mod tests {
             SinkSpec::Jsonl(path.clone()),
         ];
         let (tx, rx_stop) = watch::channel(false);
+        from_the_start(&shared, &specs);
         let (sinks, handles) = start(&specs, shared.clone(), rx_stop, opts()).unwrap();
         let a1 = enqueue(&shared, "a1", "alert", &alert("a1"));
         enqueue(&shared, "i1", "incident", &incident("i1"));
@@ -1302,8 +1314,10 @@ mod tests {
                 seqs.push(enqueue(&shared, k, "alert", &alert(k)));
             }
             let (tx, rx_stop) = watch::channel(false);
-            let (sinks, handles) =
-                start(std::slice::from_ref(&spec), shared.clone(), rx_stop, opts()).unwrap();
+            let (sinks, handles) = {
+                from_the_start(&shared, std::slice::from_ref(&spec));
+                start(std::slice::from_ref(&spec), shared.clone(), rx_stop, opts()).unwrap()
+            };
             wait_for("three lines", || status(&sinks, 0).delivered == 3).await;
             stop(tx, handles).await;
             assert_eq!(lines(&path).len(), 3);
@@ -1351,6 +1365,7 @@ mod tests {
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let spec = SinkSpec::SyslogUdp(sock.local_addr().unwrap().to_string());
         let (tx, rx_stop) = watch::channel(false);
+        from_the_start(&shared, std::slice::from_ref(&spec));
         let (sinks, handles) = start(&[spec], shared.clone(), rx_stop, opts()).unwrap();
         enqueue(&shared, "a1", "alert", &alert("a1"));
         enqueue(&shared, "i1", "incident", &incident("i1"));
@@ -1404,6 +1419,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let spec = SinkSpec::SyslogTcp(listener.local_addr().unwrap().to_string());
         let (tx, rx_stop) = watch::channel(false);
+        from_the_start(&shared, std::slice::from_ref(&spec));
         let (sinks, handles) = start(&[spec], shared.clone(), rx_stop, opts()).unwrap();
         enqueue(&shared, "a1", "alert", &alert("a1"));
         enqueue(&shared, "a2", "alert", &alert("a2"));

@@ -58,18 +58,34 @@ impl SinkSpec {
         }
     }
 
-    /// A stable name: its cursor's key in the database and its metrics label.
+    /// A stable name: its cursor's key in the database and its metrics label. URLs are
+    /// redacted ([`redact`]).
     pub fn name(&self) -> String {
         match self {
             SinkSpec::Jsonl(p) => format!("jsonl:{}", p.display()),
             SinkSpec::Ocsf(p) => format!("ocsf:{}", p.display()),
-            SinkSpec::Webhook(u) => format!("webhook:{u}"),
-            SinkSpec::Teams(u) => format!("teams:{u}"),
-            SinkSpec::Slack(u) => format!("slack:{u}"),
+            SinkSpec::Webhook(u) => format!("webhook:{}", redact(u)),
+            SinkSpec::Teams(u) => format!("teams:{}", redact(u)),
+            SinkSpec::Slack(u) => format!("slack:{}", redact(u)),
             SinkSpec::SyslogUdp(a) => format!("syslog+udp://{a}"),
             SinkSpec::SyslogTcp(a) => format!("syslog+tcp://{a}"),
         }
     }
+}
+
+/// A webhook URL without its path and query, which for Teams and Slack are the credential:
+/// `https://host/…#1a2b3c4d` (a hash of the whole URL tells two hooks on one host apart). This is
+/// what logs, metrics labels, the status API and the cursor's key show.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    let mut h: u32 = 0x811c_9dc5;
+    for b in url.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{scheme}://{host}/…#{h:08x}")
 }
 
 impl std::str::FromStr for SinkSpec {
@@ -107,6 +123,52 @@ impl std::str::FromStr for SinkSpec {
             Err(format!(
                 "notify {s:?}: expected jsonl:PATH, ocsf:PATH, webhook:URL, teams:URL, slack:URL, syslog+udp://HOST:PORT or syslog+tcp://HOST:PORT"
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_names_keep_secrets_out() {
+        let t: SinkSpec =
+            "teams:https://contoso.webhook.office.com/webhookb2/SECRET/IncomingWebhook/KEY?sig=abc"
+                .parse()
+                .unwrap();
+        assert_eq!(t.kind(), "incident");
+        let n = t.name();
+        assert!(
+            n.starts_with("teams:https://contoso.webhook.office.com/…#"),
+            "{n}"
+        );
+        assert!(!n.contains("SECRET") && !n.contains("sig="), "{n}");
+        let other: SinkSpec = "teams:https://contoso.webhook.office.com/webhookb2/OTHER"
+            .parse()
+            .unwrap();
+        assert_ne!(other.name(), n, "two hooks on one host have two cursors");
+        let u: SinkSpec = "webhook:https://user:pw@hooks.example/x".parse().unwrap();
+        assert!(!u.name().contains("pw"), "{}", u.name());
+        assert_eq!(
+            "jsonl:/var/log/a.jsonl".parse::<SinkSpec>().unwrap(),
+            SinkSpec::Jsonl("/var/log/a.jsonl".into())
+        );
+        assert_eq!(
+            "syslog+udp://127.0.0.1:514"
+                .parse::<SinkSpec>()
+                .unwrap()
+                .kind(),
+            "alert"
+        );
+        for bad in [
+            "teams:ftp://x",
+            "syslog+tcp://nohost",
+            "syslog+udp://h:99999",
+            "mail:x@y",
+            "",
+        ] {
+            assert!(bad.parse::<SinkSpec>().is_err(), "{bad}");
         }
     }
 }

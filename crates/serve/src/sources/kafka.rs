@@ -421,11 +421,14 @@ impl Source {
     async fn announce(&mut self) -> Result<()> {
         let assigned: Vec<i32> = lock(&self.shared).assigned.iter().copied().collect();
         for p in assigned {
-            if self.announced.insert(p) {
-                self.ctx
-                    .announce(&input_name(&self.topic, p))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if self.announced.insert(p)
+                && let Err(e) = self.ctx.announce(&input_name(&self.topic, p)).await
+            {
+                // Not fatal: until it is announced the partition simply does not hold the
+                // watermark; the next message tries again.
+                self.announced.remove(&p);
+                tracing::warn!(input = %self.what, partition = p, "kafka: cannot announce the partition: {e}");
+                break;
             }
         }
         Ok(())
@@ -883,17 +886,6 @@ mod tests {
                         ack,
                         ..
                     } => (input, position, diag.records_read, ack),
-                    Command::Journaled {
-                        entry:
-                            crate::state::Entry::Batch {
-                                input,
-                                diag,
-                                position,
-                                ..
-                            },
-                        ack,
-                        ..
-                    } => (input, position, diag.records, ack),
                     _ => continue,
                 };
                 let mut s = Seen {

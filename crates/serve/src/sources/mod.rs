@@ -209,17 +209,62 @@ impl SourceCtx {
         diag: floodwatch_core::Diagnostics,
         position: Option<String>,
     ) -> Result<Ack, String> {
-        let (entry, blob) = crate::engine::journal_entry(input, partial, &diag, position)?;
         let (tx, rx) = oneshot::channel();
+        let cmd = crate::engine::journal_batch(input, partial, diag, position, None, Some(tx))?;
         self.engine
-            .send(Command::Journaled {
-                entry,
-                blob,
-                key: None,
-                ack: Some(tx),
-            })
+            .send(cmd)
             .await
             .map_err(|_| "the engine has stopped".to_owned())?;
         rx.await.map_err(|_| "the engine has stopped".to_owned())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_specs_parse_with_reasons() {
+        assert_eq!(
+            "kafka://127.0.0.1:9092/events?group=g"
+                .parse::<InputSpec>()
+                .unwrap(),
+            InputSpec::Kafka {
+                brokers: "127.0.0.1:9092".into(),
+                topic: "events".into(),
+                group: "g".into()
+            }
+        );
+        let eh: InputSpec =
+            "eventhubs://ns.servicebus.windows.net/hub?group=fw&connection-string-file=/etc/c"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            eh,
+            InputSpec::EventHubs {
+                namespace: "ns.servicebus.windows.net".into(),
+                hub: "hub".into(),
+                group: "fw".into(),
+                secret: Secret::File("/etc/c".into())
+            }
+        );
+        assert_eq!(
+            "dir:/data".parse::<InputSpec>().unwrap(),
+            InputSpec::Dir("/data".into())
+        );
+        assert_eq!("-".parse::<InputSpec>().unwrap(), InputSpec::Stdin);
+        for (bad, why) in [
+            ("kafka://h:1", "no topic"),
+            ("kafka://h:1/t?grop=x", "unknown parameter"),
+            ("http://h/t", "unknown scheme"),
+            ("nothing", "expected"),
+            (
+                "eventhubs://n/h?connection-string-env=A&connection-string-file=B",
+                "not both",
+            ),
+        ] {
+            let e = bad.parse::<InputSpec>().unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

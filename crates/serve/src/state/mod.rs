@@ -341,15 +341,38 @@ pub fn outbox_seq_of(conn: &Connection, key: &str) -> rusqlite::Result<Option<i6
     .optional()
 }
 
+/// Where `sink` stands in the outbox. A sink seen for the first time starts at the outbox's
+/// end: a channel added today gets today's notifications, not a month of old ones.
 pub fn cursor(conn: &Connection, sink: &str) -> rusqlite::Result<i64> {
-    Ok(conn
+    if let Some(seq) = conn
         .query_row(
             "SELECT seq FROM sink_cursor WHERE sink = ?1",
             params![sink],
             |r| r.get(0),
         )
         .optional()?
-        .unwrap_or(0))
+    {
+        return Ok(seq);
+    }
+    let end: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM outbox", [], |r| r.get(0))?;
+    conn.execute(
+        "INSERT OR IGNORE INTO sink_cursor (sink, seq) VALUES (?1, ?2)",
+        params![sink, end],
+    )?;
+    Ok(end)
+}
+
+/// Forgets the cursors of sinks no longer configured, so they neither hold the outbox's
+/// retention back nor resume a month late if added again.
+pub fn forget_other_sinks(conn: &Connection, keep: &[String]) -> rusqlite::Result<()> {
+    let mut st = conn.prepare("SELECT sink FROM sink_cursor")?;
+    let all: Vec<String> = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for s in all.iter().filter(|s| !keep.contains(s)) {
+        conn.execute("DELETE FROM sink_cursor WHERE sink = ?1", params![s])?;
+    }
+    Ok(())
 }
 
 pub fn set_cursor(conn: &Connection, sink: &str, seq: i64) -> rusqlite::Result<()> {
