@@ -222,23 +222,8 @@ fn sigkill_mid_attack_loses_and_repeats_nothing() {
         &dir.path().join("b"),
         &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let mut rep = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .arg("replay")
-        .arg(&sim.data)
-        .arg("--to")
-        .arg(b.url(""))
-        .args(["--speed", "max", "--batch", "5s"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("replay starts");
-    let onset = secs(&Value::from("2025-12-23T10:00:00Z"));
-    wait_for(120, "the replay to reach the flood", || {
-        reqwest::blocking::get(b.url("/api/inputs"))
-            .ok()
-            .and_then(|r| r.json::<Value>().ok())
-            .and_then(|v| v["newest_event"].as_str().map(|t| secs(&Value::from(t))))
-            .is_some_and(|t| t >= onset + 600.0)
-    });
+    let mut rep = replay_in_background(&b, &sim.data, std::process::Stdio::piped());
+    wait_event_time(&b, "the replay to reach the flood", FLOOD + 600.0);
     b.kill9();
     // The replay keeps retrying (same idempotency keys) until the server is back.
     std::thread::sleep(Duration::from_millis(300));
@@ -277,6 +262,37 @@ fn sigkill_mid_attack_loses_and_repeats_nothing() {
         "an AlertId was delivered twice: {ids_b:?}"
     );
     assert_eq!(ids_a, ids_b);
+}
+
+/// Onset of the small simulation's flood (Unix seconds).
+const FLOOD: f64 = 1_766_484_000.0;
+
+/// `floodwatch replay` of `data` into `s` at full speed, 5 s batches, not waited for.
+fn replay_in_background(
+    s: &Server,
+    data: &std::path::Path,
+    err: std::process::Stdio,
+) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .arg("replay")
+        .arg(data)
+        .arg("--to")
+        .arg(s.url(""))
+        .args(["--speed", "max", "--batch", "5s"])
+        .stderr(err)
+        .spawn()
+        .expect("replay starts")
+}
+
+/// Waits until the server's newest event time reaches `t` (Unix seconds).
+fn wait_event_time(s: &Server, what: &str, t: f64) {
+    wait_for(120, what, || {
+        reqwest::blocking::get(s.url("/api/inputs"))
+            .ok()
+            .and_then(|r| r.json::<Value>().ok())
+            .and_then(|v| v["newest_event"].as_str().map(|x| secs(&Value::from(x))))
+            .is_some_and(|x| x >= t)
+    });
 }
 
 /// A raw HTTP/1.1 request on a fresh connection; returns (status, body).
@@ -630,24 +646,9 @@ fn a_webhook_down_for_part_of_a_replay_gets_every_notification_once_in_order() {
     let a = start("a", &up);
     let b = start("b", &flaky);
     replay(&a, &sim.data, &["--speed", "max", "--batch", "5s"]);
-    let mut rep = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .arg("replay")
-        .arg(&sim.data)
-        .arg("--to")
-        .arg(b.url(""))
-        .args(["--speed", "max", "--batch", "5s"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("replay starts");
+    let mut rep = replay_in_background(&b, &sim.data, std::process::Stdio::null());
     // Down from the start until the flood has been on for 20 minutes of event time.
-    let onset = secs(&Value::from("2025-12-23T10:00:00Z"));
-    wait_for(120, "the replay to pass the flood", || {
-        reqwest::blocking::get(b.url("/api/inputs"))
-            .ok()
-            .and_then(|r| r.json::<Value>().ok())
-            .and_then(|v| v["newest_event"].as_str().map(|t| secs(&Value::from(t))))
-            .is_some_and(|t| t >= onset + 1200.0)
-    });
+    wait_event_time(&b, "the replay to pass the flood", FLOOD + 1200.0);
     assert!(
         flaky.refused.load(Ordering::SeqCst) > 0,
         "the receiver was down while notifications were due"

@@ -64,6 +64,20 @@ fn inbound(a: &mut Aggregator, device: &str, ts: Nanos, src: [u8; 4], rid: i64) 
     }
 }
 
+/// Merges sub-window aggregates into per-device bins, as the live engine does.
+fn merge_into_bins(
+    bins: &mut std::collections::BTreeMap<(String, i64), BinAgg>,
+    p: &floodwatch_core::Aggregates,
+    width: BinWidth,
+) {
+    for (k, agg) in &p.bins {
+        let bin = width.index(p.width.start(k.bin));
+        bins.entry((p.devices.name(k.device).to_owned(), bin))
+            .or_default()
+            .merge(agg);
+    }
+}
+
 /// Splitting the events into sub-window partials, in any batches, and merging them per bin
 /// gives the bins one aggregator builds (the top-talker summary is exact here: fewer sources
 /// than its counters).
@@ -89,24 +103,10 @@ fn partials_merge_into_the_bins_a_batch_run_builds() {
         let e = inbound(&mut parts, dev, ts, src, i);
         parts.add(&e);
         if rnd() % 500 == 0 {
-            let p = parts.take_all();
-            for (k, agg) in &p.bins {
-                let bin = s.width.index(step().start(k.bin));
-                engine_like
-                    .entry((p.devices.name(k.device).to_owned(), bin))
-                    .or_default()
-                    .merge(agg);
-            }
+            merge_into_bins(&mut engine_like, &parts.take_all(), s.width);
         }
     }
-    let p = parts.take_all();
-    for (k, agg) in &p.bins {
-        let bin = s.width.index(step().start(k.bin));
-        engine_like
-            .entry((p.devices.name(k.device).to_owned(), bin))
-            .or_default()
-            .merge(agg);
-    }
+    merge_into_bins(&mut engine_like, &parts.take_all(), s.width);
     let whole = whole.finish();
     let want = whole.by_name();
     assert_eq!(want.len(), engine_like.len());
