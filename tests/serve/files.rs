@@ -183,20 +183,7 @@ fn a_followed_storage_folder_alerts_as_detect_does_and_survives_sigkill() {
     );
 
     // `detect` over the same tree.
-    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(["detect", "--allow-source", ALLOW, "-o", "jsonl"])
-        .arg(&root)
-        .output()
-        .expect("detect runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut batch: Vec<_> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| key(&serde_json::from_str(l).expect("alert JSON")))
-        .collect();
+    let mut batch: Vec<_> = super::detect_jsonl(&[&root], &[]).iter().map(key).collect();
     batch.sort();
     assert!(
         batch.iter().any(|k| !k.3),

@@ -344,21 +344,7 @@ fn feed(dir: &Path) -> Feed {
 
 /// `detect -o jsonl` over the data and the clock row.
 fn detect(f: &Feed) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args(["detect", "--allow-source", ALLOW, "-o", "jsonl"])
-        .arg(&f.data)
-        .arg(&f.clock)
-        .output()
-        .expect("detect runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alert JSON"))
-        .collect()
+    super::detect_jsonl(&[&f.data, &f.clock], &[])
 }
 
 // ---- the server ----

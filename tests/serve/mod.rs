@@ -205,17 +205,21 @@ fn make_sim(dir: &Path, args: &[&str]) -> Sim {
         .expect("simulate runs");
     assert!(st.success());
     let inc = dir.join("incidents.jsonl");
+    let alerts = detect_jsonl(&[&data], &["--incidents", inc.to_str().expect("path")]);
+    Sim {
+        data,
+        labels: jsonl(&labels),
+        alerts,
+        incidents: jsonl(&inc),
+    }
+}
+
+/// `floodwatch detect --allow-source ALLOW -o jsonl EXTRA INPUTS`: its alerts.
+pub fn detect_jsonl(inputs: &[&Path], extra: &[&str]) -> Vec<Value> {
     let out = Command::new(env!("CARGO_BIN_EXE_floodwatch"))
-        .args([
-            "detect",
-            "--allow-source",
-            ALLOW,
-            "-o",
-            "jsonl",
-            "--incidents",
-        ])
-        .arg(&inc)
-        .arg(&data)
+        .args(["detect", "--allow-source", ALLOW, "-o", "jsonl"])
+        .args(extra)
+        .args(inputs)
         .output()
         .expect("detect runs");
     assert!(
@@ -223,16 +227,10 @@ fn make_sim(dir: &Path, args: &[&str]) -> Sim {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let alerts = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("alert JSON"))
-        .collect();
-    Sim {
-        data,
-        labels: jsonl(&labels),
-        alerts,
-        incidents: jsonl(&inc),
-    }
+        .collect()
 }
 
 fn sims_dir() -> PathBuf {
