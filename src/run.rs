@@ -226,6 +226,9 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
         return Err(e.into());
     }
     let out = read.outcome(&s, &q);
+    if let Some(line) = &out.scored {
+        eprintln!("floodwatch: {line}");
+    }
     if let Some(p) = &a.incidents {
         let mut w = BufWriter::new(
             File::create(p)

@@ -113,8 +113,11 @@ pub struct ClassAgg {
 }
 
 impl ClassAgg {
-    /// Per-class sample size: exact up to 256 distinct sources, ~6 % error above.
-    pub const K: u32 = 256;
+    /// Per-class sample size: the same as the bin's, so a vector's distinct sources are as
+    /// accurate as the bin's, and a vector that is all of a bin's traffic has the same sample.
+    pub const K: u32 = SourceSketch::DEFAULT_K;
+    /// Sample size for distinct /24 (/48) prefixes: only their ratio to sources is reported.
+    pub const PREFIX_K: u32 = 256;
 
     fn new() -> Self {
         Self::with_capacity(0)
@@ -152,7 +155,7 @@ impl ClassAgg {
 pub struct SeedAgg {
     /// Inbound connections accepted on the seed ports.
     pub count: u64,
-    /// Distinct `RemoteIP` of those: exact up to 1,024 (KQL's dcount is exact up to 1,000).
+    /// Distinct `RemoteIP` of those: exact up to 16,384 (KQL's dcount is exact up to 1,000).
     pub sources: SourceSketch,
     /// Bytes of inbound inspected rows on the seed ports.
     pub bytes: u64,
@@ -212,7 +215,7 @@ impl Default for BinAgg {
             classes: (0..Class::COUNT).map(|_| ClassAgg::new()).collect(),
             seed: SeedAgg::new(),
             sources: SourceSketch::new(SourceSketch::DEFAULT_K),
-            prefixes: SourceSketch::new(ClassAgg::K),
+            prefixes: SourceSketch::new(ClassAgg::PREFIX_K),
             top: TopSources::default(),
             allowed: 0,
         }
@@ -244,7 +247,7 @@ impl BinAgg {
                 .collect(),
             seed,
             sources: SourceSketch::with_capacity(SourceSketch::DEFAULT_K, prev.sources.held()),
-            prefixes: SourceSketch::with_capacity(ClassAgg::K, prev.prefixes.held()),
+            prefixes: SourceSketch::with_capacity(ClassAgg::PREFIX_K, prev.prefixes.held()),
             top: TopSources::default(),
             allowed: 0,
         }

@@ -114,14 +114,32 @@ pub struct BaselineInfo {
     pub bins: u64,
 }
 
-/// One of the heaviest sources of a bin.
+/// One of the heaviest sources of a bin. Analysts block addresses from this list, so `count` is
+/// never more than the source made: exact, or a guaranteed lower bound with the upper one stated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TopSource {
     #[serde(rename = "IP")]
     pub ip: String,
-    /// Connections (an upper bound when the summary was saturated).
+    /// Connections the source made: exactly, when `exact`; otherwise at least this many.
     pub count: u64,
+    /// Whether `count` is exact.
+    #[serde(default)]
+    pub exact: bool,
+    /// When `count` is a lower bound: at most this many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count_upper_bound: Option<u64>,
+}
+
+impl TopSource {
+    /// The count as a reader should see it: `4,210` or `>= 3,900 (<= 4,410)`.
+    pub fn count_text(&self) -> String {
+        match (self.exact, self.count_upper_bound) {
+            (true, _) => self.count.to_string(),
+            (false, Some(hi)) => format!(">={} (<={hi})", self.count),
+            (false, None) => format!(">={}", self.count),
+        }
+    }
 }
 
 fn ser_time<S: serde::Serializer>(t: &Nanos, s: S) -> Result<S::Ok, S::Error> {
@@ -143,8 +161,9 @@ pub struct Alert {
     pub device_name: String,
     /// Connections counted by the rule in this bin.
     pub request_count: u64,
-    /// Distinct sources: exact up to 1,024 (seed rule) or 256 (floodwatch rule, per vector),
-    /// a bottom-k estimate above (about 3 % and 6 % relative standard error).
+    /// Distinct sources: exact up to 16,384, a bottom-k estimate above (relative standard
+    /// error 0.78 %, as KQL's `dcount` at its default accuracy). Never above the bin's distinct
+    /// sources of every vector, nor above `RequestCount`.
     #[serde(rename = "UniqueSourceIPs")]
     pub unique_source_ips: u64,
     /// Bytes of inspected inbound sessions; null when the telemetry has none.
@@ -166,6 +185,21 @@ pub struct Alert {
     pub suppressed: bool,
     pub suppression_reason: Option<String>,
     pub incident_id: Option<String>,
+    /// Set when the alert judged only part of its bin (the input ended inside it, or a live
+    /// early decision). The counts above are what was seen; the tests ran on their projection
+    /// onto the whole bin at the rate seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialBin>,
+}
+
+/// How much of its bin a partial alert saw.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PartialBin {
+    /// The share of the bin's width the data covered, 0..1.
+    pub coverage: f64,
+    /// `RequestCount` projected onto the whole bin: what the tests judged.
+    pub projected_count: u64,
 }
 
 impl Alert {

@@ -11,4 +11,6 @@ pub mod alert;
 pub mod floodwatch;
 pub mod seed;
 
-pub use alert::{Alert, BaselineInfo, Confidence, RuleName, Severity, TopSource, Vector};
+pub use alert::{
+    Alert, BaselineInfo, Confidence, PartialBin, RuleName, Severity, TopSource, Vector,
+};

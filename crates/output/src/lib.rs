@@ -63,7 +63,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
 fn top_sources(a: &Alert) -> String {
     a.top_sources
         .iter()
-        .map(|t| format!("{}:{}", t.ip, t.count))
+        .map(|t| format!("{}:{}", t.ip, t.count_text()))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -275,6 +275,7 @@ mod tests {
             suppressed: false,
             suppression_reason: None,
             incident_id: None,
+            partial: None,
         }
     }
 

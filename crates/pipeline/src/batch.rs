@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use floodwatch_core::time::Nanos;
+use floodwatch_core::time::{Nanos, Rfc3339};
 use floodwatch_core::{Aggregates, Diagnostics, IngestStats, SkipReason};
 use floodwatch_detect::Alert;
 use floodwatch_detect::floodwatch::{self as fw};
@@ -47,14 +47,28 @@ impl Consumer {
         };
         match self {
             Consumer::Seed(t) => {
-                let alerts = if since.is_some() || q.until.is_some() {
-                    seed::run_scheduled_table(t, &s.seed, since, q.until)
+                let (alerts, scored) = if since.is_some() || q.until.is_some() {
+                    (seed::run_scheduled_table(t, &s.seed, since, q.until), None)
                 } else {
-                    seed::run_table(t, &s.seed, q.now)
+                    let scored = seed::scored_window(t, &s.seed, q.now).map(|(from, now)| {
+                        format!(
+                            "seed rule: scored the bins from {} to {} (now = {}{}; that bin is not scored)",
+                            Rfc3339(from),
+                            Rfc3339(now),
+                            Rfc3339(now),
+                            if q.now.is_some() {
+                                ", from --now"
+                            } else {
+                                ", the start of the newest event's bin"
+                            }
+                        )
+                    });
+                    (seed::run_table(t, &s.seed, q.now), scored)
                 };
                 Outcome {
                     alerts,
                     incidents: Vec::new(),
+                    scored,
                 }
             }
             Consumer::Floodwatch(f) => {
@@ -62,6 +76,7 @@ impl Consumer {
                 Outcome {
                     alerts: d.alerts,
                     incidents: d.incidents,
+                    scored: None,
                 }
             }
         }
@@ -72,6 +87,8 @@ impl Consumer {
 pub struct Outcome {
     pub alerts: Vec<Alert>,
     pub incidents: Vec<fw::Incident>,
+    /// Which bins the rule scored, when that is not every bin (the seed rule at one `now`).
+    pub scored: Option<String>,
 }
 
 /// The input read and the rule run over it.
@@ -127,6 +144,10 @@ pub fn read_detect(
     let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
     let before = scored_len(&consumer);
     consumer.push(&out.rest, complete);
+    // The bin the input ended in is judged on what it holds, as a partial bin.
+    if let (Consumer::Floodwatch(f), Some(end)) = (&mut consumer, stats.max_ts) {
+        f.push_partial(&out.rest, end);
+    }
     if let (Some(cb), Consumer::Floodwatch(f)) = (on_alerts, &consumer) {
         emit_new(f, before, &mut tracker, cb);
     }

@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use floodwatch_core::time::{Nanos, Rfc3339};
 use floodwatch_core::{Aggregates, BinAgg, BinKey, BinWidth, DeviceTable};
 use floodwatch_detect::floodwatch::incident::{compact, device_incident_id};
-use floodwatch_detect::floodwatch::{FloodwatchConfig, Scored, Stream, StreamState};
+use floodwatch_detect::floodwatch::{FloodwatchConfig, Scored, Stream, StreamState, stands_out};
 use floodwatch_detect::{Alert, Severity};
 
 /// How the live engine closes bins and decides early. Every field has a `[serve]` key.
@@ -879,8 +879,8 @@ impl Engine {
         }
         let mut out = Vec::new();
         decided.sort_by(|a, b| a.0.cmp(&b.0));
-        for (device, mut alert, frac, seen) in decided {
-            unproject(&mut alert, frac, seen);
+        for (device, mut alert, _, seen) in decided {
+            unproject(&mut alert, seen);
             let (incident, changes) =
                 self.tracker
                     .observe(&alert, bin, Stage::Early, width, newest);
@@ -909,15 +909,7 @@ impl Engine {
     }
 
     fn significant_at(&self, a: &Alert, frac: f64, z: f64) -> bool {
-        let (expected, spread) = a
-            .baseline
-            .as_ref()
-            .map_or((0.0, 0.0), |b| (b.expected, b.spread));
-        let raw = a.request_count as f64 * frac;
-        let exp = expected * frac;
-        let noise = exp.max(1.0).sqrt().max(spread * frac.sqrt());
-        let excess = raw - exp;
-        excess >= z * noise && excess >= self.cfg.early_min_excess
+        stands_out(a, frac, z, self.cfg.early_min_excess)
     }
 
     /// Seals and scores every open bin below `below`.
@@ -1007,18 +999,13 @@ impl Engine {
 /// A stretch of an open bin judged early: its traffic, its share of the bin, its length.
 type Stretch = (BinAgg, f64, Nanos);
 
-/// An early alert's numbers back from the whole-bin projection to what was seen, with a reason
-/// saying how it was decided.
-fn unproject(alert: &mut Alert, frac: f64, seen: Nanos) {
-    let projected = alert.request_count;
-    let back = |x: u64| (x as f64 * frac).round() as u64;
-    alert.request_count = back(projected);
-    if let Some(b) = alert.total_bytes.as_mut() {
-        *b = back(*b);
-    }
-    for t in &mut alert.top_sources {
-        t.count = back(t.count);
-    }
+/// An early alert (whose numbers are what was seen: [`floodwatch_detect::PartialBin`]) with a
+/// reason saying how it was decided.
+fn unproject(alert: &mut Alert, seen: Nanos) {
+    let projected = alert
+        .partial
+        .as_ref()
+        .map_or(alert.request_count, |p| p.projected_count);
     alert.reasons.insert(
         0,
         format!(

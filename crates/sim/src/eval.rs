@@ -397,6 +397,7 @@ mod tests {
             suppressed,
             suppression_reason: None,
             incident_id: None,
+            partial: None,
         }
     }
 

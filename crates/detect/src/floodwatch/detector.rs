@@ -13,7 +13,9 @@ use floodwatch_core::{BinAgg, BinWidth};
 
 use super::config::{CompiledWindows, FloodwatchConfig};
 use super::device::{Assessment, DeviceState, GroupEval};
-use crate::alert::{Alert, BaselineInfo, Confidence, RuleName, Severity, TopSource, Vector};
+use crate::alert::{
+    Alert, BaselineInfo, Confidence, PartialBin, RuleName, Severity, TopSource, Vector,
+};
 
 /// How many top sources an alert lists.
 pub const TOP_SOURCES: usize = 10;
@@ -141,6 +143,7 @@ impl Detector {
                     &a,
                     state.streak(),
                     by_carpet.then_some(rising),
+                    None,
                 )
             });
             let unsuppressed = alert.as_ref().is_some_and(|al| !al.suppressed);
@@ -217,6 +220,7 @@ impl Detector {
                 &a,
                 state.streak(),
                 carpet.filter(|_| by_carpet),
+                Some((partial, fraction)),
             )
         });
         Preview { alert, moderate }
@@ -261,6 +265,8 @@ fn build_alert(
     a: &Assessment,
     streak: u32,
     carpet_devices: Option<usize>,
+    // The unprojected stretch and its share of the bin, when `agg` is a projection of it.
+    seen: Option<(&BinAgg, f64)>,
 ) -> Alert {
     let time = width.start(a.bin);
     let (vector, groups) = label(cfg, a, carpet_devices.is_some());
@@ -353,13 +359,11 @@ fn build_alert(
             }
         ));
     }
-    let top = agg.top.top(TOP_SOURCES);
-    // The guaranteed part of the top count (Space-Saving over-estimates by at most its error),
-    // so a summary's error can never make a distributed flood look like one source.
-    let top1 = top
-        .first()
-        .map(|t| (t.0, t.1.saturating_sub(t.2)))
-        .filter(|t| t.1 > 0);
+    // Counts of sources are what they made, never a projection.
+    let top = top_sources(seen.map_or(agg, |s| s.0));
+    // Only guaranteed counts are used (exact, or the Space-Saving lower bound), so a summary's
+    // error can never make a distributed flood look like one source.
+    let top1 = top.first().map(|t| (t.ip.as_str(), t.count));
     if let Some((ip, c)) = top1 {
         reasons.push(format!(
             "top source {ip} made {} connections, {} of the excess (single-source threshold {})",
@@ -374,8 +378,8 @@ fn build_alert(
     }
 
     // Suppression, most specific first.
-    let dominant = agg.top.top(cfg.dominant_sources);
-    let top_n: u64 = dominant.iter().map(|t| t.1.saturating_sub(t.2)).sum();
+    let dominant = &top[..top.len().min(cfg.dominant_sources)];
+    let top_n: u64 = dominant.iter().map(|t| t.count).sum();
     let few_sources = groups.iter().all(|g| g.sources < cfg.min_sources);
     let suppression = if let Some(r) = windows.reason(device, time) {
         Some(r)
@@ -462,6 +466,23 @@ fn build_alert(
             (!bytes.is_empty()).then(|| bytes.iter().sum()),
         )
     };
+    // A partial bin reports what was seen (sources are the same either way); the projection
+    // the tests judged is kept beside it.
+    let (request_count, bytes, partial) = match seen {
+        None => (request_count, bytes, None),
+        Some((raw, coverage)) => {
+            let count: u64 = groups.iter().map(|g| g.group.count(raw)).sum();
+            let bytes: Vec<u64> = groups.iter().filter_map(|g| g.group.bytes(raw)).collect();
+            (
+                count,
+                (!bytes.is_empty()).then(|| bytes.iter().sum()),
+                Some(PartialBin {
+                    coverage,
+                    projected_count: request_count,
+                }),
+            )
+        }
+    };
     let threshold: f64 = groups.iter().map(|g| g.threshold).sum();
     let spread = groups.iter().map(|g| g.spread).fold(0.0, f64::max);
     Alert {
@@ -485,18 +506,72 @@ fn build_alert(
             bins: a.baseline.points() as u64,
         }),
         new_source_ratio: new_ratio,
-        top_sources: top
-            .into_iter()
-            .map(|(ip, count, _)| TopSource {
-                ip: ip.to_string(),
-                count,
-            })
-            .collect(),
+        top_sources: top,
         mitre_techniques: vector.mitre().iter().map(|s| s.to_string()).collect(),
         suppressed: suppression.is_some(),
         suppression_reason: suppression,
         incident_id: None,
+        partial,
     }
+}
+
+/// Whether the part of a bin that a partial alert judged stands out of the noise on its own:
+/// the excess of what was seen over the expected part is at least `z` noise units (Poisson, or
+/// the baseline's spread over the stretch, whichever is larger) and `min_excess` connections. A
+/// few seconds of an ordinary device extrapolate to anything; this keeps them quiet.
+pub fn stands_out(a: &Alert, coverage: f64, z: f64, min_excess: f64) -> bool {
+    let (expected, spread) = a
+        .baseline
+        .as_ref()
+        .map_or((0.0, 0.0), |b| (b.expected, b.spread));
+    // A partial alert's count is already what was seen; a whole bin's is scaled down.
+    let seen = if a.partial.is_some() {
+        a.request_count as f64
+    } else {
+        a.request_count as f64 * coverage
+    };
+    let exp = expected * coverage;
+    let noise = exp.max(1.0).sqrt().max(spread * coverage.sqrt());
+    let excess = seen - exp;
+    excess >= z * noise && excess >= min_excess
+}
+
+/// The heaviest sources of a bin with counts that are never above the truth: the Space-Saving
+/// summary names the candidates (every source with more than 1/m of the connections is among
+/// them); the bin's source sample gives the exact count of those it holds (all of them while the
+/// bin has at most k sources); the others get the summary's guaranteed lower bound (estimate
+/// minus error), and those with no guarantee at all are left out. Heaviest first by that count.
+fn top_sources(agg: &BinAgg) -> Vec<TopSource> {
+    let candidates = agg.top.top(usize::MAX);
+    let exact = agg.sources.exact_counts(
+        candidates
+            .iter()
+            .map(|c| floodwatch_core::hash::hash_ip(c.0)),
+    );
+    let mut out: Vec<TopSource> = candidates
+        .iter()
+        .zip(exact)
+        .filter_map(|(&(ip, estimate, error), exact)| {
+            let t = match exact {
+                Some(count) => TopSource {
+                    ip: ip.to_string(),
+                    count,
+                    exact: true,
+                    count_upper_bound: None,
+                },
+                None => TopSource {
+                    ip: ip.to_string(),
+                    count: estimate.saturating_sub(error),
+                    exact: error == 0,
+                    count_upper_bound: (error > 0).then_some(estimate),
+                },
+            };
+            (t.count > 0).then_some(t)
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.ip.cmp(&b.ip)));
+    out.truncate(TOP_SOURCES);
+    out
 }
 
 /// Last bin scored per device, for "ongoing at the end of data".
@@ -506,6 +581,79 @@ pub type LastBins = HashMap<String, i64>;
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use floodwatch_core::Ip;
+
+    /// A bin's sources with their true counts, fed to the bin's sketches as the aggregator does.
+    fn bin_of(sources: &[(Ip, u64)]) -> BinAgg {
+        let mut b = BinAgg::default();
+        // Interleaved, as a flood arrives: every source's connections spread over the bin.
+        let rounds = sources.iter().map(|s| s.1).max().unwrap_or(0);
+        for r in 0..rounds {
+            for &(ip, n) in sources {
+                if r < n {
+                    b.sources.insert(ip, 1);
+                    b.top.insert(ip, 1);
+                }
+            }
+        }
+        b
+    }
+
+    fn check_never_above(sources: &[(Ip, u64)], top: &[TopSource]) {
+        for t in top {
+            let truth = sources
+                .iter()
+                .find(|s| s.0.to_string() == t.ip)
+                .map(|s| s.1)
+                .unwrap();
+            assert!(
+                t.count <= truth,
+                "{} listed {} > true {truth}",
+                t.ip,
+                t.count
+            );
+            if t.exact {
+                assert_eq!(t.count, truth, "{} marked exact", t.ip);
+            }
+            if let Some(hi) = t.count_upper_bound {
+                assert!(hi >= truth, "{} upper bound {hi} < true {truth}", t.ip);
+            }
+        }
+    }
+
+    #[test]
+    fn top_sources_are_exact_while_the_sample_holds_every_source() {
+        // 3,000 sources making 8-13 connections and two heavy ones: Space-Saving alone would
+        // list sources at hundreds of connections.
+        let mut sources: Vec<(Ip, u64)> = (0..3_000u32)
+            .map(|i| (Ip::v4([10, (i >> 8) as u8, i as u8, 1]), 8 + (i % 6) as u64))
+            .collect();
+        sources.push((Ip::v4([192, 0, 2, 1]), 900));
+        sources.push((Ip::v4([192, 0, 2, 2]), 400));
+        let top = top_sources(&bin_of(&sources));
+        check_never_above(&sources, &top);
+        assert!(top.iter().all(|t| t.exact));
+        assert_eq!(top[0].ip, "192.0.2.1");
+        assert_eq!(top[0].count, 900);
+        assert_eq!(top[1].count, 400);
+        assert!(top[2..].iter().all(|t| (8..=13).contains(&t.count)));
+    }
+
+    #[test]
+    fn top_sources_beyond_the_sample_are_lower_bounds() {
+        // More sources than the sample holds: only the sampled ones can be exact; the rest are
+        // lower bounds or left out, and the one heavy source is still found.
+        let mut sources: Vec<(Ip, u64)> = (0..20_000u32)
+            .map(|i| (Ip::v4([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]), 3))
+            .collect();
+        sources.push((Ip::v4([198, 51, 100, 7]), 30_000));
+        let b = bin_of(&sources);
+        assert!(b.sources.is_saturated());
+        let top = top_sources(&b);
+        check_never_above(&sources, &top);
+        assert_eq!(top[0].ip, "198.51.100.7");
+        assert!(top[0].count > 20_000, "{:?}", top[0]);
+    }
 
     #[test]
     fn numbers_read_well() {

@@ -288,7 +288,10 @@ impl DeviceState {
                 let observed = g.count(agg) as f64;
                 let sample = g.sketch(agg).sample_unordered();
                 let novelty = self.sources.novelty_of(&sample);
-                let group_sources = sample.distinct_u64();
+                // A vector's sources are a subset of the bin's: both are estimates from samples
+                // of the same hashes once saturated, so the vector's is capped at the bin's and
+                // the numbers of one alert never contradict each other.
+                let group_sources = sample.distinct_u64().min(sources.round() as u64);
                 let conn_new = novelty.conn_share().unwrap_or(0.0);
                 let m = baseline.metric[g as usize];
                 let expected = if cold { 0.0 } else { m.median };

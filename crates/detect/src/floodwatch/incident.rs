@@ -240,17 +240,25 @@ fn make(
         })
         .unwrap_or(idx[0]);
     let peak = &scored[peak_i].alert;
-    let mut tops: BTreeMap<&str, u64> = BTreeMap::new();
+    // Summed over the incident's alerts: exact only when the source was listed, exactly, in
+    // every one of them (a bin where it fell off the list adds an unknown amount); otherwise the
+    // sum of lower bounds is still a lower bound.
+    let mut tops: BTreeMap<&str, (u64, usize, bool)> = BTreeMap::new();
     for &i in idx {
         for t in &scored[i].alert.top_sources {
-            *tops.entry(t.ip.as_str()).or_insert(0) += t.count;
+            let e = tops.entry(t.ip.as_str()).or_insert((0, 0, true));
+            e.0 += t.count;
+            e.1 += 1;
+            e.2 &= t.exact;
         }
     }
     let mut tops: Vec<TopSource> = tops
         .into_iter()
-        .map(|(ip, count)| TopSource {
+        .map(|(ip, (count, listed, exact))| TopSource {
             ip: ip.to_owned(),
             count,
+            exact: exact && listed == idx.len(),
+            count_upper_bound: None,
         })
         .collect();
     tops.sort_by(|a, b| b.count.cmp(&a.count).then(a.ip.cmp(&b.ip)));
@@ -330,11 +338,14 @@ mod tests {
                 top_sources: vec![TopSource {
                     ip: "203.0.113.1".into(),
                     count,
+                    exact: true,
+                    count_upper_bound: None,
                 }],
                 mitre_techniques: vec![],
                 suppressed,
                 suppression_reason: suppressed.then(|| "flash crowd".to_string()),
                 incident_id: None,
+                partial: None,
             },
             bin,
             carpet,

@@ -93,11 +93,11 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 
-use floodwatch_core::time::Nanos;
+use floodwatch_core::time::{Nanos, Rfc3339};
 use floodwatch_core::{Aggregates, BinAgg};
 
 pub use config::{FloodwatchConfig, Window};
-pub use detector::{Detector, DetectorState, Preview, Scored};
+pub use detector::{Detector, DetectorState, Preview, Scored, stands_out};
 pub use device::{DeviceState, Group};
 pub use incident::{AlertBin, Incident, IncidentKind, Peak};
 
@@ -126,21 +126,25 @@ fn ceil_index(width: floodwatch_core::BinWidth, t: Nanos) -> i64 {
 }
 
 /// Scores every complete bin of every device in `range`. Earlier bins still build the
-/// baselines. The bin holding the newest event of the input may be incomplete and is never
-/// scored. `cfg` should have passed [`FloodwatchConfig::validate`]; windows that do not compile
-/// are ignored here.
+/// baselines. The bin holding the newest event of the input may be incomplete: it is judged as a
+/// partial bin ([`Stream::push_partial`]). `cfg` should have passed
+/// [`FloodwatchConfig::validate`]; windows that do not compile are ignored here.
 pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detection {
     let width = aggs.width;
     let mut stream = Stream::new(cfg, width, range.until);
-    if let Some(max_ts) = aggs
-        .stats
-        .max_ts
-        .or_else(|| aggs.bins.keys().map(|k| width.start(k.bin + 1)).max())
-    {
+    if let Some(max_ts) = aggs.stats.max_ts {
         stream.push(aggs, width.index(max_ts));
+        stream.push_partial(aggs, max_ts);
+    } else if let Some(end) = aggs.bins.keys().map(|k| k.bin + 1).max() {
+        stream.push(aggs, end);
     }
     stream.finish(range.since)
 }
+
+/// A partial bin must stand out on what was seen of it, unprojected, by this many noise units
+/// and connections (the live service's early decisions use the same bar).
+pub const PARTIAL_Z: f64 = 6.0;
+pub const PARTIAL_MIN_EXCESS: f64 = 20.0;
 
 /// The serializable part of a [`Stream`]: the detector's state, where each device stands, and
 /// the alerts not yet taken.
@@ -218,6 +222,62 @@ impl Stream {
                         self.next.insert(name.to_owned(), bin + 1);
                     }
                 }
+            }
+        }
+    }
+
+    /// Judges the bin the input ended in, `data_end` being its newest event: the bin covers
+    /// `coverage` of its width, so each device's part of it is projected onto the whole bin at
+    /// the rate seen and put through the complete bin's tests ([`Detector::preview`]), and an
+    /// alert is kept only when what was seen stands out on its own ([`stands_out`]). The alert
+    /// says `Partial` with its coverage and a reason naming where the data ends. Nothing is
+    /// learned from the bin: baselines are unchanged, so pushing the complete bin later (had
+    /// the input gone on) would score it as if this had never happened.
+    pub fn push_partial(&mut self, chunk: &Aggregates, data_end: Nanos) {
+        let bin = self.width.index(data_end);
+        if bin >= self.until {
+            return;
+        }
+        let start = self.width.start(bin);
+        // The newest event's own nanosecond counts as covered.
+        let coverage = ((data_end - start + 1) as f64 / self.width.nanos() as f64).min(1.0);
+        let mut live: Vec<(&str, &BinAgg)> = chunk
+            .bins
+            .iter()
+            .filter(|(k, _)| k.bin == bin)
+            .map(|(k, agg)| (chunk.devices.name(k.device), agg))
+            .collect();
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        let empty = BinAgg::default();
+        for (name, agg) in live {
+            if self.next.get(name).is_some_and(|&n| n > bin) {
+                continue;
+            }
+            // Quiet bins since the device's last are scored first, as for a complete bin.
+            if let Some(&from) = self.next.get(name) {
+                for idle in from..bin {
+                    let out = self.det.observe_bin(idle, &[(name, &empty)]);
+                    self.scored.extend(out);
+                }
+                self.next.insert(name.to_owned(), bin);
+            }
+            let preview = self.det.preview(bin, name, agg, coverage, None);
+            if let Some(mut alert) = preview.alert
+                && stands_out(&alert, coverage, PARTIAL_Z, PARTIAL_MIN_EXCESS)
+            {
+                alert.reasons.insert(
+                    0,
+                    format!(
+                        "partial bin: the input ends at {}, {:.0}% into the bin; counts are projected onto the whole bin at the rate seen",
+                        Rfc3339(data_end),
+                        coverage * 100.0
+                    ),
+                );
+                self.scored.push(Scored {
+                    alert,
+                    bin,
+                    carpet: false,
+                });
             }
         }
     }

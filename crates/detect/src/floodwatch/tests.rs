@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use floodwatch_core::hash::mix64;
-use floodwatch_core::time::NANOS_PER_SEC;
+use floodwatch_core::time::{NANOS_PER_SEC, Nanos};
 use floodwatch_core::{
     ActionType, Aggregates, Aggregator, BinAgg, BinKey, BinWidth, Class, ClassifyConfig,
     DeviceTable, Event, IngestStats, Ip, Protocol,
@@ -87,6 +87,12 @@ impl Fleet {
     }
 
     fn finish(self, end_bin: i64) -> Aggregates {
+        // The newest event opens `end_bin`, which is therefore a partial bin of one second.
+        self.finish_at(end_bin, NANOS_PER_SEC)
+    }
+
+    /// The newest event `into` nanoseconds past the start of `end_bin`.
+    fn finish_at(self, end_bin: i64, into: Nanos) -> Aggregates {
         let mut devices = DeviceTable::default();
         let mut bins = BTreeMap::new();
         for ((dev, bin), agg) in self.bins {
@@ -101,8 +107,7 @@ impl Fleet {
                 events: 1,
                 duplicates: 0,
                 min_ts: Some(W.start(B0)),
-                // The newest event opens `end_bin`, which is therefore not scored.
-                max_ts: Some(W.start(end_bin) + NANOS_PER_SEC),
+                max_ts: Some(W.start(end_bin) + into),
                 ..IngestStats::default()
             },
         }
@@ -440,11 +445,60 @@ fn range_limits_output_but_not_learning() {
             .iter()
             .any(|r| r.contains("3 consecutive"))
     );
-    // The bin of the newest event is never scored.
+    // The bin of the newest event is judged on the second of it the input holds, and says so.
     let mut f = two_days(&["web01"]);
     f.flood("web01", END, Class::Web, 5000, 3, 1);
     let d = run_default(&f.finish(END));
-    assert!(d.alerts.is_empty());
+    assert_eq!(d.alerts.len(), 1);
+    let p = d.alerts[0].partial.as_ref().unwrap();
+    assert_eq!(d.alerts[0].request_count, 15_000);
+    assert!(
+        p.projected_count.abs_diff(15_000 * 300) <= 1,
+        "{}",
+        p.projected_count
+    );
+    assert!((p.coverage - 1.0 / 300.0).abs() < 1e-6, "{}", p.coverage);
+}
+
+#[test]
+fn the_bin_the_input_ends_in_is_judged_as_a_partial_bin() {
+    // The input ends a minute into a bin: web01 is being flooded in it, web02 has its usual
+    // traffic at the usual rate (a fifth of a bin's worth in a fifth of a bin).
+    let mut f = two_days(&["web01", "web02"]);
+    f.normal("web01", END..END + 1, 40.0);
+    f.normal("web02", END..END + 1, 40.0);
+    f.flood("web01", END, Class::Web, 1000, 3, 7);
+    let aggs = f.finish_at(END, 60 * NANOS_PER_SEC - 1);
+    let bin = aggs.get(aggs.devices.get("web01").unwrap(), END).unwrap();
+    let seen = bin.class(Class::Web).count;
+    let d = run_default(&aggs);
+    let last: Vec<&Alert> = d.alerts.iter().filter(|a| bin_of(a) == END).collect();
+    assert_eq!(last.len(), 1, "{last:#?}");
+    let a = last[0];
+    assert_eq!(a.device_name, "web01");
+    assert!(!a.suppressed, "{:?}", a.suppression_reason);
+    let p = a.partial.as_ref().unwrap();
+    assert!((p.coverage - 0.2).abs() < 1e-9, "{}", p.coverage);
+    // What was seen, judged as a whole bin at the rate seen...
+    assert_eq!(a.request_count, seen);
+    assert_eq!(p.projected_count, 5 * seen);
+    assert!(
+        a.reasons[0].starts_with("partial bin: the input ends at"),
+        "{:?}",
+        a.reasons
+    );
+    // ...but what each source made is what it made.
+    for t in &a.top_sources {
+        let ip = floodwatch_core::Ip::parse(t.ip.as_bytes()).unwrap();
+        let truth = bin
+            .sources
+            .exact_counts([floodwatch_core::hash::hash_ip(ip)]);
+        assert!(t.exact);
+        assert_eq!(Some(t.count), truth[0], "{}", t.ip);
+    }
+    // An incident that the data ends in is ongoing.
+    let inc = d.incidents.iter().find(|i| i.devices == ["web01"]).unwrap();
+    assert!(inc.end.is_none());
 }
 
 #[test]

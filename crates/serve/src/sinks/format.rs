@@ -886,16 +886,21 @@ mod tests {
                 TopSource {
                     ip: "203.0.113.7".into(),
                     count: 4210,
+                    exact: true,
+                    count_upper_bound: None,
                 },
                 TopSource {
                     ip: "2001:db8::9".into(),
                     count: 3977,
+                    exact: true,
+                    count_upper_bound: None,
                 },
             ],
             mitre_techniques: vec!["T1499.002".into(), "T1499.003".into()],
             suppressed: false,
             suppression_reason: None,
             incident_id: Some("FW-web01.contoso.com-20251222T1000Z".into()),
+            partial: None,
         }
     }
 
