@@ -1332,7 +1332,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
 
         /// Any record split across read boundaries (down to one byte at a time) gives the
         /// same events and the same skips, at the same lines and offsets, as one read of the
