@@ -837,7 +837,7 @@ mod signals {
     #[test]
     fn a_forced_format_that_does_not_fit_warns() {
         let nd = fixtures().join("ndjson.json");
-        let out = run(&[nd.clone()], &opts(InputFormat::DefenderCsv));
+        let out = run(std::slice::from_ref(&nd), &opts(InputFormat::DefenderCsv));
         let d = &out.diagnostics;
         assert_eq!(d.warnings_total, 1);
         let w = &d.warnings[0];
