@@ -149,4 +149,51 @@ for hour in (12, 13):
     os.makedirs(d)
     mine = [l for l, r in zip([compact(envelope(r)) for r in rows], rows) if r["Timestamp"][11:13] == f"{hour:02}"]
     write(f"{d}/PT1H.json", "\r\n".join(mine) + "\r\n", newline="")
+# 12. A union of tables (`union DeviceNetworkEvents, DeviceProcessEvents, DeviceFileEvents, ...`
+# in Advanced Hunting), as a portal CSV and as an API response: the network rows above mixed with
+# 18 rows of other tables, which have the union's columns empty where their table has none.
+# They must be skipped as other-table, not used.
+UNION_COLS = COLS[:4] + ["FileName", "FolderPath", "ProcessCommandLine", "RegistryKey", "AccountName", "LogonType"] + COLS[4:]
+def other(m, s, dev, action, **cols):
+    rfc, _ = t(m, s, 0)
+    global rid
+    rid += 1
+    r = {c: None for c in UNION_COLS}
+    r.update({"Timestamp": rfc, "DeviceId": {"web-01.contoso.com": "a1" * 20, "web-02.contoso.com": "b2" * 20,
+              "db-01.contoso.com": "c3" * 20}[dev], "DeviceName": dev, "ActionType": action, "ReportId": rid})
+    r.update(cols)
+    return r
+others = []
+for i in range(4):
+    others.append(other(59 + i, 7, "web-01.contoso.com", "ProcessCreated", FileName="w3wp.exe",
+                        FolderPath="C:\\Windows\\System32\\inetsrv\\w3wp.exe", ProcessCommandLine='w3wp.exe -ap "DefaultAppPool"',
+                        InitiatingProcessFileName="svchost.exe"))
+for i in range(4):
+    others.append(other(60 + i, 20, "web-02.contoso.com", ["FileCreated", "FileModified", "FileRenamed", "FileDeleted"][i],
+                        FileName=f"access-{i}.log", FolderPath="D:\\logs\\nginx", InitiatingProcessFileName="nginx.exe"))
+for i in range(3):
+    others.append(other(61, 30 + i, "db-01.contoso.com", ["RegistryValueSet", "RegistryKeyCreated", "RegistryValueDeleted"][i],
+                        RegistryKey="HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\MSSQLServer", InitiatingProcessFileName="sqlservr.exe"))
+# Logon rows carry RemoteIP and RemotePort: told by their action type.
+for i in range(3):
+    others.append(other(62, 40 + i, "web-01.contoso.com", ["LogonSuccess", "LogonFailed", "LogonSuccess"][i],
+                        AccountName="svc-deploy", LogonType="Network", RemoteIP=f"10.9.0.{i + 1}", RemotePort=0,
+                        Protocol="Kerberos", InitiatingProcessFileName="lsass.exe"))
+# DeviceEvents: a firewall block (network columns, action type of that table) and two with none.
+others.append(other(64, 1, "web-02.contoso.com", "FirewallInboundConnectionBlocked", RemoteIP="192.0.2.200",
+                    RemotePort=51999, LocalIP="10.1.0.5", LocalPort=3389, Protocol="Tcp"))
+others.append(other(64, 2, "web-02.contoso.com", "ImageLoaded", FileName="ntdll.dll", InitiatingProcessFileName="nginx.exe"))
+others.append(other(65, 3, "db-01.contoso.com", "ProcessPrimaryTokenModified", InitiatingProcessFileName="sqlservr.exe"))
+others.append(other(66, 4, "db-01.contoso.com", "ScheduledTaskCreated", AdditionalFields={"TaskName": "\\Backup"}))
+assert len(others) == 18
+mixed = [dict({c: None for c in UNION_COLS}, **ah(r)) for r in rows] + [dict(o, AdditionalFields=None if o["AdditionalFields"] is None else compact(o["AdditionalFields"])) for o in others]
+mixed.sort(key=lambda r: r["Timestamp"])
+buf = io.StringIO()
+w = csv.writer(buf)
+w.writerow(UNION_COLS)
+for r in mixed:
+    w.writerow(["" if r[c] is None else r[c] for c in UNION_COLS])
+write("union.csv", buf.getvalue(), newline="")
+write("union-ah-api.json", json.dumps({"Stats": {"ExecutionTime": 0.21}, "Schema": [{"Name": c, "Type": TYPES.get(c, "String")} for c in UNION_COLS],
+                                       "Results": mixed}, indent=2) + "\n")
 print(f"{len(rows)} rows written")

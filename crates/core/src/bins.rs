@@ -864,6 +864,7 @@ mod tests {
             weight: 1,
             bytes: (kind == 4).then_some(1500),
             packets: (kind == 4).then_some(12),
+            tcp_flags: None,
         }
     }
 

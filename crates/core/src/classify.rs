@@ -194,6 +194,43 @@ impl ClassifyConfig {
         }
     }
 
+    /// Whether a handshake or failure row is inbound: `AdditionalFields.direction` when it
+    /// says, else the ports (a service port here, a client port there).
+    #[inline]
+    fn inbound(&self, ev: &Event) -> bool {
+        match ev.direction {
+            Direction::In => true,
+            Direction::Out => false,
+            Direction::Unknown => {
+                self.is_service(ev.local_port) && self.remote_is_client(ev.remote_port)
+            }
+        }
+    }
+
+    /// The class of an inbound SYN row: `Syn`, unless its `Tcp Flags` say it was not a
+    /// connection-opening SYN (an ACK, a RST...), which is other inbound traffic.
+    #[inline]
+    fn syn_class(ev: &Event) -> Class {
+        match ev.tcp_flags {
+            Some(f) if !crate::model::tcp::is_syn(f) => Class::OtherInbound,
+            _ => Class::Syn,
+        }
+    }
+
+    /// The table of action types (also in the README, "Action types"):
+    ///
+    /// | action type | counts as |
+    /// |---|---|
+    /// | `InboundConnectionAccepted` | web (TCP on a web port), udp, icmp or other-inbound; the seed's count on a seed port |
+    /// | `InboundConnectionAttempt` | syn (other-inbound when `Tcp Flags` is not a SYN), any local port |
+    /// | `ConnectionAttempt` | syn when inbound: `direction` In, or (no direction) to a service port from a client port |
+    /// | `InboundConnectionAcknowledged`, `ConnectionAcknowledged` | nothing: the device's SYN/ACK answers a SYN its attempt row already counted |
+    /// | `ConnectionFailed`, `ConnectionFailedAggregatedReport` | failed when inbound (as `ConnectionAttempt`), weighted |
+    /// | `IcmpConnectionInspected` | icmp count and bytes unless `direction` is Out |
+    /// | other `*ConnectionInspected` | bytes only (of the port's class), when `direction` is In |
+    /// | `ConnectionSuccess`, `ConnectionRequest`, `ConnectionSuccessAggregatedReport` | nothing: outbound |
+    /// | `ConnectionFound`, `ListeningConnectionCreated`, `NetworkSignatureInspected`, `InboundInternetScanInspected` | nothing: snapshots, listeners and signature hits are not connections |
+    /// | anything else | nothing; counted by name as an unknown action type |
     #[inline]
     pub fn classify(&self, ev: &Event) -> Verdict {
         let on_seed_port = ev.local_port.is_some_and(|p| self.seed_ports.contains(p));
@@ -204,16 +241,17 @@ impl ClassifyConfig {
                 seed_count: on_seed_port,
                 seed_bytes: false,
             },
-            ActionType::ConnectionAttempt
-                if self.is_service(ev.local_port) && self.remote_is_client(ev.remote_port) =>
-            {
-                Verdict {
-                    count: Some(Class::Syn),
-                    ..Verdict::default()
-                }
-            }
+            // Inbound by name: the SYN-flood signal as Defender logs it.
+            ActionType::InboundConnectionAttempt if ev.direction != Direction::Out => Verdict {
+                count: Some(Self::syn_class(ev)),
+                ..Verdict::default()
+            },
+            ActionType::ConnectionAttempt if self.inbound(ev) => Verdict {
+                count: Some(Self::syn_class(ev)),
+                ..Verdict::default()
+            },
             ActionType::ConnectionFailed | ActionType::ConnectionFailedAggregatedReport
-                if self.is_service(ev.local_port) && self.remote_is_client(ev.remote_port) =>
+                if self.inbound(ev) =>
             {
                 Verdict {
                     count: Some(Class::Failed),
@@ -310,5 +348,59 @@ mod tests {
         );
         ssl.direction = Direction::Out;
         assert_eq!(c.classify(&ssl), Verdict::default());
+    }
+
+    #[test]
+    fn handshake_rows_by_direction_and_flags() {
+        let c = ClassifyConfig::default();
+        use ActionType::*;
+        // Defender's inbound SYN: a SYN whatever the local port.
+        let mut syn = ev(InboundConnectionAttempt, Protocol::Tcp, 49999, 51000);
+        syn.tcp_flags = Some(2);
+        assert_eq!(c.classify(&syn).count, Some(Class::Syn));
+        syn.tcp_flags = None;
+        assert_eq!(c.classify(&syn).count, Some(Class::Syn), "no flags: a SYN");
+        syn.tcp_flags = Some(0x14); // RST/ACK
+        assert_eq!(c.classify(&syn).count, Some(Class::OtherInbound));
+        // The device's SYN/ACK answers a SYN already counted: counting it would double a flood.
+        let mut ack = ev(InboundConnectionAcknowledged, Protocol::Tcp, 443, 51000);
+        ack.tcp_flags = Some(18);
+        assert_eq!(c.classify(&ack), Verdict::default());
+        assert_eq!(
+            c.classify(&ev(ConnectionAcknowledged, Protocol::Tcp, 443, 51000)),
+            Verdict::default()
+        );
+        // ConnectionAttempt: the direction decides when present, else the ports.
+        let mut att = ev(ConnectionAttempt, Protocol::Tcp, 51000, 443);
+        assert_eq!(c.classify(&att).count, None, "outbound by ports");
+        att.direction = Direction::In;
+        assert_eq!(
+            c.classify(&att).count,
+            Some(Class::Syn),
+            "inbound by direction"
+        );
+        let mut att = ev(ConnectionAttempt, Protocol::Tcp, 443, 51000);
+        att.direction = Direction::Out;
+        assert_eq!(c.classify(&att).count, None, "outbound by direction");
+        let mut failed = ev(ConnectionFailed, Protocol::Tcp, 51000, 443);
+        failed.direction = Direction::In;
+        assert_eq!(c.classify(&failed).count, Some(Class::Failed));
+        // Every other known type counts for nothing; unknown ones neither.
+        for a in [
+            ConnectionSuccess,
+            ConnectionRequest,
+            ConnectionFound,
+            ListeningConnectionCreated,
+            ConnectionSuccessAggregatedReport,
+            NetworkSignatureInspected,
+            InboundInternetScanInspected,
+            Other,
+        ] {
+            assert_eq!(
+                c.classify(&ev(a, Protocol::Tcp, 443, 51000)),
+                Verdict::default(),
+                "{a:?}"
+            );
+        }
     }
 }

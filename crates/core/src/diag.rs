@@ -104,6 +104,87 @@ impl fmt::Display for SkipExample {
     }
 }
 
+/// Counts by name, bounded: the [`NameCounts::MAX_NAMES`] names that sort first are kept with
+/// their exact counts, every other occurrence is lumped into `rest`. Keeping the smallest names
+/// (rather than the first seen) makes merging equal to counting in one go, whatever the split:
+/// a name pushed out once can never come back, so a name that is kept was never dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCounts {
+    pub names: BTreeMap<String, u64>,
+    /// Occurrences of names not kept.
+    pub rest: u64,
+}
+
+impl NameCounts {
+    pub const MAX_NAMES: usize = 32;
+    /// Longest name kept as is (a longer one is cut, so garbage cannot grow the counts).
+    pub const MAX_NAME_CHARS: usize = 64;
+
+    pub fn add(&mut self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let name: String = name.chars().take(Self::MAX_NAME_CHARS).collect();
+        if let Some(c) = self.names.get_mut(&name) {
+            *c += n;
+            return;
+        }
+        if self.names.len() >= Self::MAX_NAMES
+            && self.names.last_key_value().is_some_and(|(k, _)| *k < name)
+        {
+            self.rest += n;
+            return;
+        }
+        self.names.insert(name, n);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
+        while self.names.len() > Self::MAX_NAMES {
+            if let Some((_, c)) = self.names.pop_last() {
+                self.rest += c;
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.names.values().sum::<u64>() + self.rest
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.rest == 0
+    }
+
+    pub fn merge(&mut self, o: &NameCounts) {
+        for (k, n) in &o.names {
+            *self.names.entry(k.clone()).or_insert(0) += n;
+        }
+        self.rest += o.rest;
+        self.trim();
+    }
+}
+
+impl fmt::Display for NameCounts {
+    /// `Foo 12, Bar 3, and 7 of other names`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (k, n) in &self.names {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{k} {n}")?;
+        }
+        if self.rest > 0 {
+            if !first {
+                f.write_str(", and ")?;
+            }
+            write!(f, "{} of other names", self.rest)?;
+        }
+        Ok(())
+    }
+}
+
 /// Mergeable account of what was skipped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostics {
@@ -116,6 +197,21 @@ pub struct Diagnostics {
     pub bytes_read: u64,
     /// Inputs (files, stdin) read.
     pub inputs: u64,
+    /// Records used whose `ActionType` floodwatch does not know, by name. They are read (the
+    /// list of Defender's action types is open) but count towards no traffic class, so a run
+    /// must say it met them: a new name may be a signal floodwatch is blind to.
+    #[serde(default)]
+    pub unknown_actions: NameCounts,
+    /// Records found wrapped by a shipper or harness (`{"body": {...}}`) and read from inside
+    /// the wrapper, by the path of keys that held them (`body`, `input.message`).
+    #[serde(default)]
+    pub wrapped: NameCounts,
+    /// Warnings about an input as a whole (a forced `--input-format` that does not match the
+    /// content), with where; the first [`Diagnostics::MAX_EXAMPLES`] kept, all counted.
+    #[serde(default)]
+    pub warnings: Vec<SkipExample>,
+    #[serde(default)]
+    pub warnings_total: u64,
 }
 
 impl Diagnostics {
@@ -186,6 +282,25 @@ impl Diagnostics {
         self.records_read += o.records_read;
         self.bytes_read += o.bytes_read;
         self.inputs += o.inputs;
+        self.unknown_actions.merge(&o.unknown_actions);
+        self.wrapped.merge(&o.wrapped);
+        self.warnings.extend(o.warnings.iter().cloned());
+        self.warnings.sort();
+        self.warnings.truncate(Self::MAX_EXAMPLES);
+        self.warnings_total += o.warnings_total;
+    }
+
+    /// Records a warning about an input (kept as an example with the reason it would be
+    /// skipped for, e.g. `wrong-type` for a forced format that does not fit).
+    pub fn warn(&mut self, reason: SkipReason, location: Location, message: impl Into<String>) {
+        self.warnings_total += 1;
+        self.warnings.push(SkipExample {
+            location,
+            reason,
+            message: message.into(),
+        });
+        self.warnings.sort();
+        self.warnings.truncate(Self::MAX_EXAMPLES);
     }
 }
 
@@ -221,5 +336,51 @@ mod tests {
         assert_eq!(whole.examples.len(), Diagnostics::MAX_EXAMPLES);
         assert_eq!(whole.count(SkipReason::BadIp), 10);
         assert_eq!(whole.examples[0].to_string(), "a.json: line 0: bad-ip: x");
+    }
+
+    #[test]
+    fn name_counts_are_bounded_and_exact_for_the_names_kept() {
+        let mut c = NameCounts::default();
+        for i in 0..100u64 {
+            c.add(&format!("Action{:03}", i % 40), 1 + i % 3);
+        }
+        assert_eq!(c.names.len(), NameCounts::MAX_NAMES);
+        assert_eq!(c.total(), (0..100u64).map(|i| 1 + i % 3).sum::<u64>());
+        // Action000 occurs at i = 0, 40, 80: weights 1 + 0, 1 + 1, 1 + 2.
+        assert_eq!(c.names["Action000"], 6);
+        assert!(
+            !c.names.contains_key("Action039"),
+            "the names sorting last are lumped"
+        );
+        let long = "x".repeat(1000);
+        c.add(&long, 1);
+        assert!(
+            c.names
+                .keys()
+                .all(|k| k.chars().count() <= NameCounts::MAX_NAME_CHARS)
+        );
+        let mut small = NameCounts::default();
+        small.add("B", 2);
+        small.add("A", 1);
+        assert_eq!(small.to_string(), "A 1, B 2");
+    }
+
+    proptest::proptest! {
+        /// Any split of the same names, counted apart and merged, equals counting in one go.
+        #[test]
+        fn name_counts_merge_equals_one_shot(
+            names in proptest::collection::vec((0u8..60, proptest::bool::ANY), 0..300),
+        ) {
+            let mut whole = NameCounts::default();
+            let mut a = NameCounts::default();
+            let mut b = NameCounts::default();
+            for (n, side) in &names {
+                let name = format!("N{n}");
+                whole.add(&name, 1);
+                if *side { &mut a } else { &mut b }.add(&name, 1);
+            }
+            b.merge(&a);
+            proptest::prop_assert_eq!(b, whole);
+        }
     }
 }

@@ -25,7 +25,7 @@ pub use bins::{
     SeedAgg,
 };
 pub use classify::{AllowList, Class, ClassifyConfig, PortSet, Verdict};
-pub use diag::{Diagnostics, Location, SkipExample, SkipReason};
+pub use diag::{Diagnostics, Location, NameCounts, SkipExample, SkipReason};
 pub use model::{ActionType, DeviceId, Direction, Event, Ip, Protocol};
 pub use seal::Sealer;
 pub use sketch::{SourceSketch, TopSources};

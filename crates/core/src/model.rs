@@ -216,6 +216,8 @@ macro_rules! action_types {
 
 action_types!(
     InboundConnectionAccepted,
+    InboundConnectionAttempt,
+    InboundConnectionAcknowledged,
     ConnectionAttempt,
     ConnectionAcknowledged,
     ConnectionSuccess,
@@ -260,6 +262,85 @@ impl ActionType {
                 | ActionType::ConnectionFailedAggregatedReport
         )
     }
+
+    /// Rows whose `AdditionalFields.direction` and `"Tcp Flags"` decide their class: the
+    /// inspected sessions, and the handshake and failure rows whose direction the action type
+    /// alone does not settle. Every reader fills [`Event::direction`] and [`Event::tcp_flags`]
+    /// for these and only these, so that one row gives one event whatever path read it.
+    pub fn reads_direction(self) -> bool {
+        self.is_inspected()
+            || matches!(
+                self,
+                ActionType::InboundConnectionAttempt
+                    | ActionType::InboundConnectionAcknowledged
+                    | ActionType::ConnectionAttempt
+                    | ActionType::ConnectionAcknowledged
+                    | ActionType::ConnectionFailed
+                    | ActionType::ConnectionFailedAggregatedReport
+            )
+    }
+
+    /// Whether any part of `AdditionalFields` is read for this action type.
+    pub fn reads_additional_fields(self) -> bool {
+        self.reads_direction() || self.is_aggregated_report()
+    }
+}
+
+/// The weight of an aggregated report from its `uniqueEventsAggregated`: the count itself, at
+/// least 1 (the row exists, so it stands for at least one connection; a 0 is read as a roll-up
+/// of one rather than as a row that counts for nothing), saturated at `u32::MAX`. Absent: 1.
+pub fn aggregated_weight(unique_events: Option<u64>) -> u32 {
+    unique_events.map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1))
+}
+
+/// Action types of the other `Device*` tables of Advanced Hunting (process, file, registry,
+/// logon, image-load, `DeviceEvents`): a row carrying one in a `union` export is a row of
+/// another table, not an unknown network action. Not exhaustive (those tables have many more):
+/// a row of another table is also told by having none of the network columns.
+pub const OTHER_TABLE_ACTIONS: &[&str] = &[
+    "ProcessCreated",
+    "FileCreated",
+    "FileModified",
+    "FileDeleted",
+    "FileRenamed",
+    "RegistryKeyCreated",
+    "RegistryKeyDeleted",
+    "RegistryKeyRenamed",
+    "RegistryValueSet",
+    "RegistryValueDeleted",
+    "LogonSuccess",
+    "LogonFailed",
+    "LogonAttempted",
+    "ImageLoaded",
+    "AntivirusDetection",
+    "PowerShellCommand",
+    "ScheduledTaskCreated",
+    "ServiceInstalled",
+    "DnsQueryResponse",
+    "FirewallInboundConnectionBlocked",
+    "FirewallOutboundConnectionBlocked",
+    "FirewallInboundConnectionToAppBlocked",
+    "ExploitGuardNetworkProtectionBlocked",
+    "SmartScreenUrlWarning",
+];
+
+/// Whether `s` is one of [`OTHER_TABLE_ACTIONS`] (exact spelling).
+pub fn is_other_table_action(s: &[u8]) -> bool {
+    OTHER_TABLE_ACTIONS.iter().any(|a| a.as_bytes() == s)
+}
+
+/// TCP flag bits as Defender writes them in `AdditionalFields."Tcp Flags"` (the header's flag
+/// byte: 2 is a SYN, 18 a SYN/ACK).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+
+    /// A connection-opening SYN: SYN set, ACK clear.
+    pub fn is_syn(flags: u8) -> bool {
+        flags & SYN != 0 && flags & ACK == 0
+    }
 }
 
 /// One `DeviceNetworkEvents` row, as detection sees it.
@@ -271,7 +352,8 @@ pub struct Event {
     pub device: DeviceId,
     pub action: ActionType,
     pub protocol: Protocol,
-    /// `AdditionalFields.direction` (inspected rows only).
+    /// `AdditionalFields.direction`, for the action types that read it
+    /// ([`ActionType::reads_direction`]); `Unknown` otherwise.
     pub direction: Direction,
     /// `RemoteIP`: the client, for inbound traffic.
     pub remote_ip: Option<Ip>,
@@ -287,6 +369,10 @@ pub struct Event {
     pub bytes: Option<u64>,
     /// Packets both ways (`orig_pkts + resp_pkts`) of inspected rows, when present.
     pub packets: Option<u64>,
+    /// `AdditionalFields."Tcp Flags"` (0 to 255), for the action types that read it
+    /// ([`ActionType::reads_direction`]), when present.
+    #[serde(default)]
+    pub tcp_flags: Option<u8>,
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ mod tests {
             weight: 1,
             bytes: None,
             packets: None,
+            tcp_flags: None,
         }
     }
 

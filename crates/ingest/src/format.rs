@@ -299,10 +299,53 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Any bytes give a concrete format (never `Auto`) and a reader, and the choice follows
+        /// the documented contract: a BOM and leading white space do not change it; a body
+        /// opening with `[` is a JSON array, one opening with `{` one of the JSON shapes, and
+        /// anything else CSV exactly when its first line has a comma (else NDJSON, whose reader
+        /// reports each bad line).
         #[test]
-        fn sniff_is_total(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        fn sniff_is_total(
+            bytes in proptest::collection::vec(proptest::prop_oneof![
+                4 => proptest::num::u8::ANY,
+                1 => proptest::sample::select(b"{}[],\n \"".to_vec()),
+            ], 0..300),
+            lead in proptest::sample::select(vec!["", " ", "\n\t ", "\r\n"]),
+        ) {
             let f = sniff(&bytes);
+            proptest::prop_assert_ne!(f, InputFormat::Auto);
             let _ = f.reader(&bytes);
+            if !bytes.starts_with(BOM) {
+                let mut with_bom = BOM.to_vec();
+                with_bom.extend_from_slice(&bytes);
+                proptest::prop_assert_eq!(sniff(&with_bom), f, "a BOM changed the format");
+                if !bytes.first().is_some_and(|c| c.is_ascii_whitespace()) {
+                    let mut led = lead.as_bytes().to_vec();
+                    led.extend_from_slice(&bytes);
+                    proptest::prop_assert_eq!(sniff(&led), f, "leading white space changed it");
+                }
+            }
+            let (body, first_line) = split_head(&bytes);
+            let json = matches!(
+                f,
+                InputFormat::Ndjson
+                    | InputFormat::JsonArray
+                    | InputFormat::EventHubs
+                    | InputFormat::StorageExport
+                    | InputFormat::AdvancedHuntingApi
+                    | InputFormat::GraphHunting
+                    | InputFormat::LogAnalytics
+            );
+            match body.first() {
+                Some(b'[') => proptest::prop_assert_eq!(f, InputFormat::JsonArray),
+                Some(b'{') => proptest::prop_assert!(json, "{:?}", f),
+                _ if first_line.contains(&b',') => proptest::prop_assert!(
+                    matches!(f, InputFormat::DefenderCsv | InputFormat::SentinelCsv),
+                    "{:?}",
+                    f
+                ),
+                _ => proptest::prop_assert_eq!(f, InputFormat::Ndjson),
+            }
         }
     }
 }

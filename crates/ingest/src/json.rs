@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
-use crate::record::{ColumnIndex, PositionalJson, Reject, Row, get_ci, quote, to_event};
+use crate::record::{ColumnIndex, PositionalJson, Reject, Row, get_ci, quote, to_event_noting};
 
 /// Line and byte position of a reader, shared with the visitor so a skipped row can say where
 /// it was. Updated by [`CountingReader`].
@@ -86,6 +86,10 @@ pub(crate) struct Sink<'a> {
     pub strict: bool,
     /// Set once a strict run met an error; the visitors then stop.
     pub stopped: bool,
+    /// The fast scanner for the rows of a document, made on first use and kept for the whole
+    /// document: it learns the key order and caches device names and action types from row to
+    /// row, which a scanner made afresh for each row cannot.
+    pub scanner: Option<Box<floodwatch_scan::Scanner>>,
 }
 
 /// The message of the error that unwinds a strict run out of serde (never shown).
@@ -154,7 +158,7 @@ impl Sink<'_> {
     /// One row: counted as read, then aggregated or skipped.
     fn row<R: Row + ?Sized>(&mut self, row: &R) {
         self.diag.records_read += 1;
-        match to_event(row, self.agg) {
+        match to_event_noting(row, self.agg, self.diag) {
             Ok(ev) => {
                 let fate = self.agg.add(&ev);
                 self.late_if(fate);
@@ -200,7 +204,10 @@ impl Sink<'_> {
 
     /// A flat row as JSON text: the scanner, else a JSON map through [`to_event`].
     fn flat_row(&mut self, row: &[u8]) -> bool {
-        if let Some(ev) = floodwatch_scan::scan_row(row, self.agg) {
+        let scanner = self
+            .scanner
+            .get_or_insert_with(|| Box::new(floodwatch_scan::Scanner::new()));
+        if let Some(ev) = scanner.scan_row(row, self.agg) {
             self.diag.records_read += 1;
             let fate = self.agg.add(&ev);
             self.late_if(fate);
@@ -208,7 +215,8 @@ impl Sink<'_> {
         }
         match serde_json::from_slice::<Map<String, Value>>(row) {
             Ok(m) => {
-                self.row(&m);
+                // No `category`/`properties` here (the callers checked): a row, or a wrapped one.
+                self.envelope_or_row(m);
                 true
             }
             Err(_) => false,
@@ -281,7 +289,13 @@ impl Sink<'_> {
         let category = get_ci(&m, "category");
         let props = get_ci(&m, "properties");
         if category.is_none() && props.is_none() {
-            self.row(&m);
+            match unwrap_record(&m, 0) {
+                Some((path, inner)) => {
+                    self.diag.wrapped.add(&path, 1);
+                    self.row(&inner);
+                }
+                None => self.row(&m),
+            }
             return;
         }
         if let Some(c) = category {
@@ -367,6 +381,41 @@ struct Envelope<'a> {
     properties: Option<&'a RawValue>,
     #[serde(default)]
     records: Option<IgnoredAny>,
+}
+
+/// Keys under which log shippers and test harnesses wrap a record: Splunk's and HTTP event
+/// collectors' `body`, `message` (a JSON string, as Elastic's and Sekoia's fixtures hold it),
+/// a harness's `input`, Elasticsearch's `_source`, and `event` / `data`.
+const WRAPPERS: [&str; 6] = ["body", "message", "input", "_source", "event", "data"];
+
+/// The record inside a wrapper (`{"body": {...row...}}`, `{"input": {"message": "{...}"}}`),
+/// with the path of keys that led to it, when `m` is not a row itself (no `Timestamp`,
+/// `TimeGenerated` or `DeviceName`) and a wrapper key holds one (an object or a JSON string of
+/// one, with `DeviceName` and `ActionType`). Up to three levels deep.
+fn unwrap_record(m: &Map<String, Value>, depth: usize) -> Option<(String, Map<String, Value>)> {
+    let has = |m: &Map<String, Value>, k: &str| get_ci(m, k).is_some_and(|v| !v.is_null());
+    if depth >= 3 || has(m, "Timestamp") || has(m, "TimeGenerated") || has(m, "DeviceName") {
+        return None;
+    }
+    for key in WRAPPERS {
+        let inner = match get_ci(m, key) {
+            Some(Value::Object(o)) => o.clone(),
+            Some(Value::String(s)) if s.trim_start().starts_with('{') => {
+                match serde_json::from_str::<Map<String, Value>>(s) {
+                    Ok(o) => o,
+                    Err(_) => continue,
+                }
+            }
+            _ => continue,
+        };
+        if has(&inner, "DeviceName") && has(&inner, "ActionType") {
+            return Some((key.to_owned(), inner));
+        }
+        if let Some((path, o)) = unwrap_record(&inner, depth + 1) {
+            return Some((format!("{key}.{path}"), o));
+        }
+    }
+    None
 }
 
 /// `AdvancedHunting-DeviceNetworkEvents` (Streaming API) or the bare table name.
@@ -722,6 +771,7 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         current: None,
         strict: false,
         stopped: false,
+        scanner: None,
     };
     // The scanner already declined this line as a flat row; envelopes have a fast path.
     if sink.raw(text, false) {
@@ -765,6 +815,7 @@ pub(crate) fn read_documents<R: Read>(
         current: None,
         strict,
         stopped: false,
+        scanner: None,
     };
     documents::<_, Box<RawValue>>(&mut de, &mut sink, truncated);
 }
@@ -793,6 +844,7 @@ pub(crate) fn read_documents_slice(
         current: None,
         strict,
         stopped: false,
+        scanner: None,
     };
     documents::<_, &RawValue>(&mut de, &mut sink, &|| false);
 }

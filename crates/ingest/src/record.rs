@@ -5,8 +5,11 @@
 //! whatever shape it arrived in: a port may be a number or a numeric string, `AdditionalFields`
 //! may be an object or a JSON-encoded string, any column may be absent or null.
 
+use floodwatch_core::model::aggregated_weight;
 use floodwatch_core::time::{from_civil, parse_rfc3339};
-use floodwatch_core::{ActionType, Aggregator, Direction, Event, Ip, Nanos, Protocol, SkipReason};
+use floodwatch_core::{
+    ActionType, Aggregator, Diagnostics, Direction, Event, Ip, Nanos, Protocol, SkipReason,
+};
 use serde_json::{Map, Value};
 
 /// The columns the engine reads. Their names are Defender's spelling; lookups also accept any
@@ -24,10 +27,12 @@ pub enum Col {
     Protocol,
     ReportId,
     AdditionalFields,
+    /// Sentinel's table column (`DeviceNetworkEvents` for this table's rows).
+    Type,
 }
 
 impl Col {
-    pub const ALL: [Col; 11] = [
+    pub const ALL: [Col; 12] = [
         Col::Timestamp,
         Col::TimeGenerated,
         Col::DeviceName,
@@ -39,6 +44,7 @@ impl Col {
         Col::Protocol,
         Col::ReportId,
         Col::AdditionalFields,
+        Col::Type,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +60,7 @@ impl Col {
             Col::Protocol => "Protocol",
             Col::ReportId => "ReportId",
             Col::AdditionalFields => "AdditionalFields",
+            Col::Type => "Type",
         }
     }
 }
@@ -431,6 +438,8 @@ pub struct Extras {
     pub bytes: Option<u64>,
     pub packets: Option<u64>,
     pub unique_events: Option<u64>,
+    /// `"Tcp Flags"`; a value outside 0..=255 reads as absent.
+    pub tcp_flags: Option<u8>,
 }
 
 /// A counter that Zeek writes as a string (`"1234"`, `"-"` when unset) and other sources as a
@@ -469,6 +478,7 @@ fn extras_of_map(m: &Map<String, Value>) -> Extras {
             counter(get_ci(m, "resp_pkts")),
         ),
         unique_events: counter(get_ci(m, "uniqueEventsAggregated")),
+        tcp_flags: counter(get_ci(m, "Tcp Flags")).and_then(|f| u8::try_from(f).ok()),
     }
 }
 
@@ -494,41 +504,121 @@ pub fn extras<R: Row + ?Sized>(row: &R) -> Extras {
     }
 }
 
+/// Whether a cell holds nothing (absent, null or empty text).
+fn is_empty(f: Field<'_>) -> bool {
+    matches!(f, Field::Absent | Field::Null | Field::Str(""))
+}
+
+/// A row of another table in an export that mixes tables (an Advanced Hunting `union`, a
+/// Sentinel export with its `Type` column): told by an action type floodwatch does not know
+/// together with a `Type` naming another table, an action type of another `Device*` table, or
+/// none of the network columns. Rows with a known network action type are never taken for
+/// another table's.
+fn other_table<R: Row + ?Sized>(row: &R, action: &str) -> Option<Reject> {
+    if let Field::Str(t) = row.get(Col::Type)
+        && !t.trim().is_empty()
+        && !crate::json::is_network_events(t)
+    {
+        return Some(Reject::new(
+            SkipReason::OtherTable,
+            format!("field \"Type\": {} is not DeviceNetworkEvents", quote(t)),
+        ));
+    }
+    if floodwatch_core::model::is_other_table_action(action.as_bytes()) {
+        return Some(Reject::new(
+            SkipReason::OtherTable,
+            format!(
+                "field \"ActionType\": {} is an action type of another table",
+                quote(action)
+            ),
+        ));
+    }
+    let network = [Col::RemoteIp, Col::RemotePort, Col::LocalIp, Col::LocalPort];
+    if network.iter().all(|&c| is_empty(row.get(c))) {
+        return Some(Reject::new(
+            SkipReason::OtherTable,
+            format!(
+                "field \"ActionType\": {} is not a network action type and the row has no \
+                 RemoteIP, RemotePort, LocalIP or LocalPort: a row of another table",
+                quote(action)
+            ),
+        ));
+    }
+    None
+}
+
 /// Turns a row into an event, interning its device name in `agg` (only once the row is known to
 /// be good, so rejected rows do not grow the device table).
 pub fn to_event<R: Row + ?Sized>(row: &R, agg: &mut Aggregator) -> Result<Event, Reject> {
     let ts = time_of(row)?;
     let device = required_str(row, Col::DeviceName)?;
-    let action = ActionType::parse(required_str(row, Col::ActionType)?.as_bytes());
+    let action_text = required_str(row, Col::ActionType)?;
+    let action = ActionType::parse(action_text.as_bytes());
+    if action == ActionType::Other
+        && let Some(r) = other_table(row, action_text)
+    {
+        return Err(r);
+    }
     let remote_ip = ip_of(row, Col::RemoteIp)?;
-    // LocalIP is not kept, but a garbled one says the row is damaged.
-    ip_of(row, Col::LocalIp)?;
+    // LocalIP is not read: detection does not use it, and a garbled value there does not make
+    // the columns it uses wrong (the fast path does not look at it either).
     let remote_port = port_of(row, Col::RemotePort)?;
     let local_port = port_of(row, Col::LocalPort)?;
     let protocol = optional_str(row, Col::Protocol)?
         .map_or(Protocol::Unknown, |s| Protocol::parse(s.as_bytes()));
     let report_id = report_id_of(row)?;
-    let x = extras(row);
+    // `AdditionalFields` only for the action types that use it, as the fast path does.
+    let x = if action.reads_additional_fields() {
+        extras(row)
+    } else {
+        Extras::default()
+    };
     let weight = if action.is_aggregated_report() {
-        x.unique_events
-            .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1))
+        aggregated_weight(x.unique_events)
     } else {
         1
+    };
+    let (direction, tcp_flags) = if action.reads_direction() {
+        (x.direction, x.tcp_flags)
+    } else {
+        (Direction::Unknown, None)
+    };
+    let (bytes, packets) = if action.is_inspected() {
+        (x.bytes, x.packets)
+    } else {
+        (None, None)
     };
     Ok(Event {
         ts,
         device: agg.device(device),
         action,
         protocol,
-        direction: x.direction,
+        direction,
         remote_ip,
         remote_port,
         local_port,
         report_id,
         weight,
-        bytes: x.bytes,
-        packets: x.packets,
+        bytes,
+        packets,
+        tcp_flags,
     })
+}
+
+/// [`to_event`] for a reader with diagnostics: a row whose action type is unknown is used, and
+/// its name counted in [`Diagnostics::unknown_actions`].
+pub fn to_event_noting<R: Row + ?Sized>(
+    row: &R,
+    agg: &mut Aggregator,
+    diag: &mut Diagnostics,
+) -> Result<Event, Reject> {
+    let ev = to_event(row, agg)?;
+    if ev.action == ActionType::Other
+        && let Field::Str(name) = row.get(Col::ActionType)
+    {
+        diag.unknown_actions.add(name, 1);
+    }
+    Ok(ev)
 }
 
 #[cfg(test)]
@@ -686,6 +776,7 @@ mod tests {
             bytes: Some(150),
             packets: Some(3),
             unique_events: None,
+            tcp_flags: None,
         };
         assert_eq!(extras(&with("AdditionalFields", obj.clone())), want);
         assert_eq!(
@@ -779,10 +870,25 @@ mod tests {
             proptest::prop_assert!(parse_time(&us).is_some());
         }
 
-        /// Arbitrary text never panics the time parser.
+        /// Any text: no panic, surrounding white space does not matter, and every time read
+        /// is a real instant: written back in RFC 3339 it reads as the same time. The text
+        /// is random, or a valid date-time of either form with a few characters overwritten,
+        /// so that both answers occur.
         #[test]
-        fn time_parser_total(s in ".{0,40}") {
-            let _ = parse_time(&s);
+        fn time_parser_total(
+            s in proptest::prop_oneof![
+                ".{0,40}",
+                "20[0-9]{2}-[01][0-9]-[0-3][0-9]T[0-2][0-9]:[0-6][0-9]:[0-6][0-9](\\.[0-9]{1,9})?(Z|[+-][01][0-9]:[0-5][0-9])?",
+                "1?[0-9]/[1-3]?[0-9]/20[0-9]{2},? 1?[0-9]:[0-6][0-9](:[0-6][0-9](\\.[0-9]{1,3})?)?( [AP]M)?",
+            ],
+            pad in proptest::sample::select(vec!["", " ", "\t "]),
+        ) {
+            let got = parse_time(&s);
+            proptest::prop_assert_eq!(parse_time(&format!("{pad}{s}{pad}")), got);
+            if let Some(t) = got {
+                let back = floodwatch_core::time::Rfc3339(t).to_string();
+                proptest::prop_assert_eq!(parse_time(&back), Some(t), "{} -> {}", s, back);
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ fn bin(t: &str) -> i64 {
     BinWidth::FIVE_MINUTES.index(parse_rfc3339(t.as_bytes()).unwrap())
 }
 
-const FIXTURES: [(&str, InputFormat, u64); 13] = [
+const FIXTURES: [(&str, InputFormat, u64); 15] = [
     ("ndjson.json", InputFormat::Ndjson, 0),
     ("array.json", InputFormat::JsonArray, 0),
     ("eventhubs.json", InputFormat::EventHubs, 1),
@@ -52,6 +52,10 @@ const FIXTURES: [(&str, InputFormat, u64); 13] = [
     ("ndjson.json.gz", InputFormat::Ndjson, 0),
     ("storage.json.zst", InputFormat::StorageExport, 1),
     ("tree", InputFormat::StorageExport, 0),
+    // An Advanced Hunting `union` with 18 rows of other tables, recognised by action type and
+    // columns.
+    ("union.csv", InputFormat::DefenderCsv, 18),
+    ("union-ah-api.json", InputFormat::AdvancedHuntingApi, 18),
 ];
 
 mod golden {
@@ -743,5 +747,114 @@ mod sealing {
         let (_, kept) = read(&paths, None, 2);
         assert_eq!(kept.aggregates.stats.events, 6 * 120);
         assert_eq!(kept.diagnostics.count(SkipReason::Late), 0);
+    }
+}
+
+/// Action types, other tables, wrapped records and forced formats, as every reader sees them.
+mod signals {
+    use super::*;
+
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn row(action: &str, n: u32, af: &str) -> String {
+        format!(
+            r#"{{"Timestamp":"2025-12-22T09:00:{:02}Z","DeviceName":"web-01","ActionType":"{action}","RemoteIP":"203.0.113.{}","RemotePort":{},"LocalIP":"10.0.0.4","LocalPort":443,"Protocol":"Tcp","ReportId":{n},"AdditionalFields":{af}}}"#,
+            n % 60,
+            n % 250 + 1,
+            50_000 + n
+        )
+    }
+
+    /// The classes of Defender's inbound handshake rows, through NDJSON (the fast path) and a
+    /// JSON array (the general parser) alike; unknown action types are read, counted by name
+    /// and feed no class.
+    #[test]
+    fn handshake_rows_and_unknown_action_types() {
+        let syn = r#""{\"Tcp Flags\":2,\"Packet Size\":60}""#;
+        let synack = r#""{\"Tcp Flags\":18,\"Packet Size\":60}""#;
+        let mut rows = Vec::new();
+        for n in 0..10 {
+            rows.push(row("InboundConnectionAttempt", n, syn));
+            rows.push(row("InboundConnectionAcknowledged", 100 + n, synack));
+        }
+        for n in 0..3 {
+            rows.push(row("InboundConnectionSurprised", 200 + n, "null"));
+        }
+        rows.push(row("ZzNewAction", 300, "null"));
+        let dir = tempfile::tempdir().unwrap();
+        let nd = file(&dir, "a.json", &(rows.join("\n") + "\n"));
+        let arr = file(&dir, "b.json", &format!("[\n{}\n]\n", rows.join(",\n")));
+        for p in [nd, arr] {
+            let out = run_auto(&p);
+            let d = &out.diagnostics;
+            assert_eq!(d.total_skipped(), 0, "{:?}", d.examples);
+            assert_eq!(out.aggregates.stats.events, 24);
+            let bin = out.aggregates.by_name();
+            let b = bin[&("web-01".to_owned(), super::bin("2025-12-22T09:00:00Z"))];
+            assert_eq!(b.class(Class::Syn).count, 10, "SYNs once, SYN/ACKs not");
+            let total: u64 = Class::ALL.iter().map(|c| b.class(*c).count).sum();
+            assert_eq!(total, 10, "{}", p.display());
+            assert_eq!(
+                d.unknown_actions.to_string(),
+                "InboundConnectionSurprised 3, ZzNewAction 1"
+            );
+        }
+    }
+
+    /// Wrapped records (a Splunk HEC `body`, a harness's `input.message` string) are read from
+    /// inside and counted by wrapper; a wrapper with no row in it is named in the skip.
+    #[test]
+    fn wrapped_records_are_read_and_counted() {
+        let inner = row("InboundConnectionAccepted", 1, "null");
+        let lines = [
+            format!(r#"{{"body":{inner},"sourcetype":"mscs:defender"}}"#),
+            format!(
+                r#"{{"input":{{"message":{}}},"expected":{{"event":{{"kind":"event"}}}}}}"#,
+                serde_json::Value::from(row("InboundConnectionAccepted", 2, "null"))
+            ),
+            row("InboundConnectionAccepted", 3, "null"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(&dir, "w.json", &(lines.join("\n") + "\n"));
+        let out = run_auto(&p);
+        assert_eq!(
+            out.aggregates.stats.events, 3,
+            "{:?}",
+            out.diagnostics.examples
+        );
+        assert_eq!(
+            out.diagnostics.wrapped.to_string(),
+            "body 1, input.message 1"
+        );
+        assert_eq!(out.diagnostics.total_skipped(), 0);
+    }
+
+    /// A forced format that does not fit the content is warned about, with where.
+    #[test]
+    fn a_forced_format_that_does_not_fit_warns() {
+        let nd = fixtures().join("ndjson.json");
+        let out = run(std::slice::from_ref(&nd), &opts(InputFormat::DefenderCsv));
+        let d = &out.diagnostics;
+        assert_eq!(d.warnings_total, 1);
+        let w = &d.warnings[0];
+        assert_eq!(w.location.source, nd.display().to_string());
+        assert_eq!((w.location.line, w.location.offset), (Some(1), Some(0)));
+        assert_eq!(
+            w.message,
+            "--input-format defender-csv was forced, but the content looks like ndjson; read as defender-csv"
+        );
+        // Forcing a shape the content has, or one read the same way, is not warned about.
+        for (file, f) in [
+            ("ndjson.json", InputFormat::Ndjson),
+            ("storage.json", InputFormat::Ndjson),
+            ("sentinel.csv", InputFormat::DefenderCsv),
+        ] {
+            let out = run(&[fixtures().join(file)], &opts(f));
+            assert_eq!(out.diagnostics.warnings_total, 0, "{file}");
+        }
     }
 }

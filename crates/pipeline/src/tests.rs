@@ -61,6 +61,7 @@ fn inbound(a: &mut Aggregator, device: &str, ts: Nanos, src: [u8; 4], rid: i64) 
         weight: 1,
         bytes: None,
         packets: None,
+        tcp_flags: None,
     }
 }
 

@@ -33,7 +33,22 @@ pub(crate) struct AfValues {
     pub packets: Option<u64>,
     /// `uniqueEventsAggregated`.
     pub weight: Option<u32>,
+    /// `"Tcp Flags"`, when it is 0 to 255 (a larger number reads as absent, as in the full
+    /// parser).
+    pub tcp_flags: Option<u8>,
 }
+
+/// The keys [`Walker`] reads. Any other key that equals one of them but for letter case sends
+/// the row to the full parser, which matches keys case-insensitively.
+const AF_KEYS: [&[u8]; 7] = [
+    b"direction",
+    b"orig_bytes",
+    b"resp_bytes",
+    b"orig_pkts",
+    b"resp_pkts",
+    b"uniqueEventsAggregated",
+    b"Tcp Flags",
+];
 
 /// Finds the end of the value starting at `v`. Returns (offset just past the value, its form),
 /// or `None` for anything the scanner does not handle.
@@ -262,6 +277,8 @@ impl<'a, const ENCODED: bool> Walker<'a, ENCODED> {
                     b"uniqueEventsAggregated" => {
                         out.weight = Some(u32::try_from(counter(&val)?).ok()?)
                     }
+                    b"Tcp Flags" => out.tcp_flags = u8::try_from(counter(&val)?).ok(),
+                    k if AF_KEYS.iter().any(|a| a.eq_ignore_ascii_case(k)) => return None,
                     _ => {}
                 }
                 i = skip_ws(b, i);

@@ -627,6 +627,18 @@ fn parse_v6_full(s: &[u8]) -> Option<Ip> {
     (groups == 8).then_some(Ip(v))
 }
 
+/// Whether `line` has `"name"` followed by a colon, in any letter case, anywhere (also inside a
+/// nested value: a false hit only costs a full parse).
+fn has_key_ignoring_case(line: &[u8], name: &[u8]) -> bool {
+    memchr::memchr_iter(b'"', line).any(|p| {
+        let s = p + 1;
+        let e = s + name.len();
+        line.get(s..e).is_some_and(|k| k.eq_ignore_ascii_case(name))
+            && line.get(e) == Some(&b'"')
+            && line.get(skip_ws(line, e + 1)) == Some(&b':')
+    })
+}
+
 /// If the key `needle` starts at `p` and is followed by a colon, the offset just after the
 /// colon. The byte before must end a previous member or open the object: that rules out a match
 /// that starts at an escaped quote (`"x\"LocalPort":` is the key `x"LocalPort`).
@@ -1089,6 +1101,11 @@ impl Scanner {
             return None;
         }
         let action = f.action?;
+        // An action type floodwatch does not know is counted by name and may be a row of
+        // another table: the full parser decides both.
+        if action == ActionType::Other {
+            return None;
+        }
         let mut ev = Event {
             ts: f.time?,
             device: 0,
@@ -1102,18 +1119,24 @@ impl Scanner {
             weight: 1,
             bytes: None,
             packets: None,
+            tcp_flags: None,
         };
-        if action.is_inspected() || action.is_aggregated_report() {
+        // The same fields from `AdditionalFields` as the full parser, for the same rows.
+        if action.reads_additional_fields() {
             let af: AfValues = match f.af {
                 Some(af) => af.values(line)?,
                 None => AfValues::default(),
             };
-            if action.is_inspected() {
+            if action.reads_direction() {
                 ev.direction = af.direction;
+                ev.tcp_flags = af.tcp_flags;
+            }
+            if action.is_inspected() {
                 ev.bytes = af.bytes;
                 ev.packets = af.packets;
-            } else {
-                ev.weight = af.weight.unwrap_or(1);
+            }
+            if action.is_aggregated_report() {
+                ev.weight = floodwatch_core::model::aggregated_weight(af.weight.map(u64::from));
             }
         }
         ev.device = self.device(f.name?, agg)?;
@@ -1136,6 +1159,21 @@ impl Scanner {
             // once more, skipping it.
             loc = self.locate(line, excl)?;
             if loc.excl != excl {
+                return None;
+            }
+        }
+        // A key the pass did not find may be there in another letter case (`localport`),
+        // which the full parser reads: then it decides. Only rows missing a column pay this.
+        for (slot, name) in KEY_NAMES.iter().enumerate() {
+            let absent = if slot == AF_SLOT {
+                loc.af.is_none()
+            } else if slot == Key::TimeGenerated as usize {
+                // Read only in place of a missing Timestamp.
+                loc.vals[slot].is_none() && loc.vals[Key::Timestamp as usize].is_none()
+            } else {
+                loc.vals[slot].is_none()
+            };
+            if absent && has_key_ignoring_case(line, &name[1..name.len() - 1]) {
                 return None;
             }
         }

@@ -202,6 +202,7 @@ impl Row {
             weight,
             bytes,
             packets,
+            tcp_flags: None,
         }
     }
 
