@@ -4,6 +4,7 @@
 use super::*;
 
 mod allow;
+mod pins;
 mod summary;
 mod table;
 mod usage;

@@ -6,7 +6,7 @@ use super::*;
 /// Four devices with long names, each with two hours of normal traffic and then a 15-minute
 /// flood from 300 new sources, 40 minutes after the one before (floods at the same time on
 /// several devices would be one carpet-bombing incident).
-fn floods() -> String {
+pub(super) fn floods() -> String {
     let mut rows = Vec::new();
     for d in 0..4u64 {
         let device = format!("frontend-{d:02}.branch-office-paris.eu-west.contoso.example.com");
