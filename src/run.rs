@@ -793,11 +793,21 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
     if !stream {
         let stdout = io::stdout();
         let mut w = BufWriter::new(stdout.lock());
-        let scored = read.scored_bins(&s, &q).range.is_some();
+        // Scored bins that hold no event (`--since` past the data; the seed rule's window
+        // before a newest bin that holds all of it) are not "no alerts" either.
+        let w_ = s.width;
+        let scored = match (
+            read.scored_bins(&s, &q).range,
+            read.stats.min_ts,
+            read.stats.max_ts,
+        ) {
+            (Some((a, b)), Some(min), Some(max)) => a <= w_.index(max) && b > w_.index(min),
+            _ => false,
+        };
         if format == Format::Table && !scored {
             writeln!(
                 w,
-                "No bin was scored, so no alerts (see the summary on stderr for what was read)."
+                "No bin holding events was scored, so no alerts (see the summary on stderr for what was read and scored)."
             )?;
         } else {
             let style = TableStyle {
