@@ -202,8 +202,11 @@ fn columns(rows: &[Vec<String>], width: Option<usize>, shrink: usize) -> Vec<Str
             widths[i] = widths[i].max(c.chars().count());
         }
     }
-    // The widest line there would be: every column at its widest, two spaces apart.
-    let natural = widths.iter().sum::<usize>() + 2 * n.saturating_sub(1);
+    // The line to make room for: every column at its widest, two spaces apart, the last (the
+    // reasons, cut anyway) only up to [`LAST_KEPT`] characters.
+    let natural = widths[..n.saturating_sub(1)].iter().sum::<usize>()
+        + 2 * n.saturating_sub(1)
+        + widths.last().map_or(0, |&l| l.min(LAST_KEPT));
     if let Some(w) = width
         && natural > w
         && shrink + 1 < n
@@ -235,6 +238,9 @@ fn columns(rows: &[Vec<String>], width: Option<usize>, shrink: usize) -> Vec<Str
 
 /// The narrowest a shrunk column gets.
 const MIN_SHRUNK: usize = 12;
+
+/// How much of the last column a shrunk column makes room for.
+const LAST_KEPT: usize = 24;
 
 /// `2025-12-22 13:00Z`: minutes are as fine as bins go.
 fn minute(t: i64) -> String {
