@@ -18,22 +18,32 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "DDoS detection over Microsoft Defender XDR DeviceNetworkEvents telemetry",
     long_about = "Reads DeviceNetworkEvents in every shape Defender exports it (Advanced Hunting \
 NDJSON/JSON, Event Hubs and Storage envelopes, hunting and Log Analytics API responses, portal \
-CSVs; plain, gzip or zstd) and detects DDoS floods per device."
+CSVs; plain, gzip or zstd) and detects DDoS floods per device.",
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The exit codes, as `--help` lists them (the README's list says the same).
+const EXIT_CODES: &str = "Exit codes: 0 the run read records and scored them (alerts or not); \
+1 an I/O, config-file or strict-mode error; 2 a usage error (a flag's value, or flags that \
+contradict each other); 3 `evaluate`: a target was not met; 4 no record in the input could be \
+used (an empty file or stdin, `[]`, a file that is not telemetry).";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Detect floods in exported telemetry.
+    #[command(after_help = EXIT_CODES)]
     Detect(DetectArgs),
     /// Write realistic simulated telemetry with labelled attack and benign scenarios.
     Simulate(SimulateArgs),
     /// Run detection on labelled telemetry and score it per scenario.
+    #[command(after_help = EXIT_CODES)]
     Evaluate(EvaluateArgs),
     /// Build a few days of simulated telemetry with attacks in it, detect, and show the result.
+    #[command(after_help = EXIT_CODES)]
     Demo(DemoArgs),
     /// Detect live: from Event Hubs / Kafka, Storage folders, files, stdin and HTTP, with state
     /// in an embedded database and notifications.
@@ -99,27 +109,37 @@ pub struct CommonArgs {
     /// they are counted as late. `all` keeps every bin from the start. Default 1h.
     #[arg(long, value_name = "DURATION|all")]
     pub lateness: Option<String>,
-    /// Show progress on a terminal (never on a pipe).
+    /// Show progress on a terminal (never on a pipe): percent and time left when the input's
+    /// size is known (plain files), else bytes and records read.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub progress: bool,
+    /// No summary on stderr at the end of the run (records read, used and skipped, formats,
+    /// devices, event time, bins scored), no progress; skipped records are still reported.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Output format: table, jsonl or csv.
+    /// Output format: table, jsonl or csv. The table's lines are cut to the terminal's width
+    /// (or `COLUMNS` when set; piped without `COLUMNS`, never cut).
     #[arg(long, short = 'o', default_value = "table")]
     pub output: String,
-    /// Seed rule: evaluate at this time (RFC 3339, a bin boundary). Default: the start of the
-    /// bin holding the newest event (that bin may be incomplete).
+    /// Table: every reason of every alert under it, and each incident's id and devices.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// Seed rule: evaluate at this time (RFC 3339, a bin boundary, after the first event's bin
+    /// and at most the end of the newest event's). Default: the start of the bin holding the
+    /// newest event (that bin may be incomplete). Not with --since / --until.
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
     /// Score bins starting at or after this time (RFC 3339). With --rule seed, runs the rule as
     /// a schedule would: once per bin, each bin against the baseline it had then.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Score bins starting before this time (RFC 3339).
+    /// Score bins starting before this time (RFC 3339; after --since).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
     /// Write incidents as JSON lines to this file.
@@ -176,7 +196,9 @@ pub struct SimulateArgs {
     /// defender-csv, sentinel-csv.
     #[arg(long, default_value = "ndjson")]
     pub format: String,
-    /// Output file (`.gz` / `.zst` compress; `-` is standard output).
+    /// Output file (`-` is standard output): a name ending in `.json`, `.ndjson`, `.jsonl`,
+    /// `.csv` or `.txt`, or with no extension, optionally followed by `.gz` or `.zst` (which
+    /// compress).
     #[arg(long, short = 'o', value_name = "PATH")]
     pub out: PathBuf,
     /// Write the scenario labels (JSON lines) here.
@@ -191,14 +213,17 @@ pub struct EvaluateArgs {
     /// Scenario labels (JSON lines, as written by `floodwatch simulate --labels`).
     #[arg(long, value_name = "PATH")]
     pub labels: PathBuf,
-    /// Target: every attack detected within this many bins of its start.
-    #[arg(long)]
+    /// Target: every attack's first unsuppressed alert in a bin ending at most this many bins
+    /// after the attack starts (default 2).
+    #[arg(long, value_name = "BINS")]
     pub max_detect_bins: Option<u32>,
-    /// Target: at most this many benign scenarios with an unsuppressed alert.
-    #[arg(long)]
+    /// Target: at most this many unsuppressed alerts (device-bins) during the benign scenarios,
+    /// all of them together (default 0).
+    #[arg(long, value_name = "ALERTS")]
     pub max_benign_alerts: Option<u32>,
-    /// Target: at most this many unsuppressed alert bins on normal traffic.
-    #[arg(long)]
+    /// Target: at most this many unsuppressed alert bins (device-bins) on normal traffic after
+    /// the 24 h warm-up (default 0).
+    #[arg(long, value_name = "BINS")]
     pub max_normal_fp_bins: Option<u32>,
     /// Also print the evaluation as JSON to this file.
     #[arg(long, value_name = "PATH")]
@@ -213,6 +238,9 @@ pub struct DemoArgs {
     /// Keep the generated files in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// No summary of the detection run on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -223,8 +251,12 @@ fn main() -> ExitCode {
             if run::is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("floodwatch: error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("floodwatch: error: {}", run::error_text(&e));
+            if e.downcast_ref::<run::Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

@@ -109,10 +109,11 @@ pub fn options(a: &ServeArgs) -> Result<ServeOptions> {
         dedup_window: a.dedup_window.clone(),
         lateness: None,
         progress: false,
+        quiet: true,
     };
     let file: FileConfig = load_file(&common)?;
     let sv = file.serve.clone();
-    let s = settings(&common, file)?;
+    let s = settings(&common, file, &crate::run::no_seed_flags)?;
     let listen_s = a
         .listen
         .clone()

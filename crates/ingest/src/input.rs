@@ -311,19 +311,28 @@ fn open(input: &Input) -> Result<Opened, IngestError> {
     })
 }
 
-/// Shows bytes read and records per second on a terminal.
+/// Shows progress on a terminal: percent read and time left when the inputs' size is known
+/// (every input a plain file: the bytes read are then the files' bytes), else bytes read;
+/// records per second either way.
 struct Progress {
     bar: Option<ProgressBar>,
     start: Instant,
 }
 
 impl Progress {
-    fn new(enabled: bool) -> Self {
+    fn new(enabled: bool, inputs: &[Input]) -> Self {
         let bar = (enabled && io::stderr().is_terminal()).then(|| {
-            let bar = ProgressBar::new_spinner();
-            if let Ok(style) =
-                ProgressStyle::with_template("{spinner} {bytes} read ({bytes_per_sec}), {msg}")
-            {
+            let (bar, template) = match known_size(inputs) {
+                Some(total) => (
+                    ProgressBar::new(total),
+                    "{bar:30} {percent:>3}% {bytes}/{total_bytes} ({bytes_per_sec}), {eta} left, {msg}",
+                ),
+                None => (
+                    ProgressBar::new_spinner(),
+                    "{spinner} {bytes} read ({bytes_per_sec}), {msg}",
+                ),
+            };
+            if let Ok(style) = ProgressStyle::with_template(template) {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -351,6 +360,23 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The bytes the inputs will give, when known: every input a plain (not compressed) file, so
+/// that the bytes read, counted after decompression, can be set against the files' sizes.
+fn known_size(inputs: &[Input]) -> Option<u64> {
+    let mut total = 0u64;
+    for input in inputs {
+        let path = input.path.as_ref()?;
+        let mut head = [0u8; 4];
+        let mut f = File::open(path).ok()?;
+        let n = f.read(&mut head).ok()?;
+        if Compression::detect(&head[..n]) != Compression::None {
+            return None;
+        }
+        total += f.metadata().ok()?.len();
+    }
+    Some(total)
 }
 
 /// State of one run across its inputs.
@@ -467,7 +493,7 @@ pub(crate) fn run(
         opts,
         workers,
         diag: Diagnostics::default(),
-        progress: Progress::new(opts.progress),
+        progress: Progress::new(opts.progress, &inputs),
         sealer: Sealer::new(width, opts.lateness),
         sink,
     };
@@ -1034,6 +1060,29 @@ mod tests {
     use super::*;
     use floodwatch_core::{BinWidth, ClassifyConfig};
 
+    /// Progress shows percent and time left only when the bytes to read are known.
+    #[test]
+    fn input_size_is_known_for_plain_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.json");
+        let b = dir.path().join("b.json");
+        std::fs::write(&a, "{}\n").unwrap();
+        std::fs::write(&b, "x".repeat(1000)).unwrap();
+        let input = |p: &Path| Input {
+            path: Some(p.to_owned()),
+            name: p.display().to_string(),
+        };
+        assert_eq!(known_size(&[input(&a), input(&b)]), Some(1003));
+        let gz = dir.path().join("c.json.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
+        assert_eq!(known_size(&[input(&a), input(&gz)]), None, "compressed");
+        let stdin = Input {
+            path: None,
+            name: "-".into(),
+        };
+        assert_eq!(known_size(&[input(&a), stdin]), None, "standard input");
+    }
+
     #[test]
     fn guard_turns_errors_into_end_of_input() {
         struct Failing(u8);
@@ -1152,7 +1201,7 @@ mod tests {
                     ClassifyConfig::default(),
                 ))],
                 diag: Diagnostics::default(),
-                progress: Progress::new(false),
+                progress: Progress::new(false, &[]),
                 sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
                 sink: &mut |_| {},
             };
@@ -1232,7 +1281,7 @@ mod tests {
             opts: &opts,
             workers: vec![make(), make()],
             diag: Diagnostics::default(),
-            progress: Progress::new(false),
+            progress: Progress::new(false, &[]),
             sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
             sink: &mut |_| {},
         };

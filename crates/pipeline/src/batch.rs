@@ -1,6 +1,7 @@
 //! The batch run: every input read on every core, bins sealed as the input is read and scored
 //! on a thread of their own, late input read again with every bin kept.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use floodwatch_core::time::{Nanos, Rfc3339};
@@ -91,9 +92,48 @@ pub struct Outcome {
     pub scored: Option<String>,
 }
 
+/// Which bins the rule scored, for the run's summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScoredBins {
+    /// Bin indexes `[first, end)` whose scores the outcome reports (`None`: no bin was scored).
+    pub range: Option<(i64, i64)>,
+    /// (device, bin) pairs scored in that range; the floodwatch rule only (it scores each
+    /// device from its first bin to its last complete one). `None` for the seed rule, which
+    /// scores the same window for every device with traffic on its ports.
+    pub device_bins: Option<u64>,
+}
+
+/// Where each device's bins start, seen as bins go to the rule: with the rule's own record of
+/// where it stands, this tells which bins were scored.
+#[derive(Debug, Default)]
+struct Seen {
+    first_bin: HashMap<String, i64>,
+}
+
+impl Seen {
+    fn see(&mut self, chunk: &Aggregates) {
+        for k in chunk.bins.keys() {
+            let name = chunk.devices.name(k.device);
+            match self.first_bin.get_mut(name) {
+                Some(b) => *b = (*b).min(k.bin),
+                None => {
+                    self.first_bin.insert(name.to_owned(), k.bin);
+                }
+            }
+        }
+    }
+}
+
+/// First bin index whose start is at or after `t`.
+fn ceil_index(width: floodwatch_core::BinWidth, t: Nanos) -> i64 {
+    let i = width.index(t);
+    if width.start(i) < t { i + 1 } else { i }
+}
+
 /// The input read and the rule run over it.
 pub struct Detected {
     consumer: Consumer,
+    seen: Seen,
     pub stats: IngestStats,
     pub diagnostics: Diagnostics,
     pub formats: std::collections::BTreeMap<String, InputFormat>,
@@ -105,6 +145,63 @@ impl Detected {
     /// The alerts for `q` (whose `until` must be the one the input was read with).
     pub fn outcome(&self, s: &Settings, q: &Query) -> Outcome {
         self.consumer.outcome(s, q, &self.stats)
+    }
+
+    /// Devices with at least one event used.
+    pub fn devices(&self) -> usize {
+        self.seen.first_bin.len()
+    }
+
+    /// The bins [`Detected::outcome`] scores for `q`. Mirrors the ranges of
+    /// [`seed::run_table`] (the window before `now`), [`seed::run_scheduled_table`] (every bin
+    /// from `since` to the newest event's) and [`fw::Stream`] (each device from its first bin to
+    /// the last it scored, reported from `since` on).
+    pub fn scored_bins(&self, s: &Settings, q: &Query) -> ScoredBins {
+        let w = s.width;
+        let since = if q.since_first_event {
+            self.stats.min_ts
+        } else {
+            q.since
+        };
+        let nonempty = |a: i64, b: i64| (a < b).then_some((a, b));
+        match &self.consumer {
+            Consumer::Seed(_) => {
+                let (Some(min), Some(max)) = (self.stats.min_ts, self.stats.max_ts) else {
+                    return ScoredBins::default();
+                };
+                let newest = w.floor(max);
+                let range = if since.is_some() || q.until.is_some() {
+                    let from = w.index(since.unwrap_or(min).max(min));
+                    let to = w.index(q.until.unwrap_or(newest).min(newest));
+                    nonempty(from, to)
+                } else {
+                    let now_bin = w.index(q.now.unwrap_or(newest));
+                    nonempty(now_bin - s.seed.window / w.nanos(), now_bin)
+                };
+                ScoredBins {
+                    range,
+                    device_bins: None,
+                }
+            }
+            Consumer::Floodwatch(f) => {
+                let from = since.map_or(i64::MIN, |t| ceil_index(w, t));
+                let mut range: Option<(i64, i64)> = None;
+                let mut n = 0u64;
+                for (device, &next) in f.next_bins() {
+                    let first = self.seen.first_bin.get(device).copied().unwrap_or(next);
+                    let start = first.max(from);
+                    if start < next {
+                        n += (next - start) as u64;
+                        range =
+                            Some(range.map_or((start, next), |(a, b)| (a.min(start), b.max(next))));
+                    }
+                }
+                ScoredBins {
+                    range,
+                    device_bins: Some(n),
+                }
+            }
+        }
     }
 }
 
@@ -128,21 +225,23 @@ pub fn read_detect(
 ) -> Result<Detected, IngestError> {
     let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
     // Alerts already shown cannot be taken back: a streamed run is never read twice.
-    let (mut consumer, mut tracker, mut out) =
+    let (mut consumer, mut seen, mut tracker, mut out) =
         read_once(inputs, s, q, s.ingest.lateness, on_alerts.as_deref_mut())?;
     let late = out.diagnostics.count(SkipReason::Late);
     if late > 0 && !stdin && on_alerts.is_none() {
         notice(&format!(
-            "{late} event(s) came more than the lateness horizon ({}) behind the input before them; reading the input again with every bin kept (sort it by time, or pass --lateness all, to read it once)",
+            "{} came more than the lateness horizon ({}) behind the input before them; reading the input again with every bin kept (sort it by time, or pass --lateness all, to read it once)",
+            events(late),
             horizon(s.ingest.lateness)
         ));
-        (consumer, tracker, out) = read_once(inputs, s, q, None, None)?;
+        (consumer, seen, tracker, out) = read_once(inputs, s, q, None, None)?;
     }
     let stats = out.rest.stats;
     let notices = skip_notices(&out.diagnostics, &stats, s.ingest.lateness);
     // The rest carries the whole input's stats, which give the seed table its time span.
     let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
     let before = scored_len(&consumer);
+    seen.see(&out.rest);
     consumer.push(&out.rest, complete);
     // The bin the input ended in is judged on what it holds, as a partial bin.
     if let (Consumer::Floodwatch(f), Some(end)) = (&mut consumer, stats.max_ts) {
@@ -153,6 +252,7 @@ pub fn read_detect(
     }
     Ok(Detected {
         consumer,
+        seen,
         stats,
         diagnostics: out.diagnostics,
         formats: out.formats,
@@ -200,7 +300,7 @@ fn read_once(
     q: &Query,
     lateness: Option<Nanos>,
     on_alerts: Option<&mut OnAlerts<'_>>,
-) -> Result<(Consumer, Tracker, floodwatch_ingest::StreamOutput), IngestError> {
+) -> Result<(Consumer, Seen, Tracker, floodwatch_ingest::StreamOutput), IngestError> {
     let make = || s.aggregator(s.width);
     let opts = IngestOptions {
         lateness,
@@ -215,8 +315,10 @@ fn read_once(
             .name("scorer".into())
             .spawn_scoped(scope, move || {
                 let mut tracker = Tracker::new(s.floodwatch.incident_gap_bins);
+                let mut seen = Seen::default();
                 let mut on_alerts = on_alerts;
                 for bins in rx {
+                    seen.see(&bins);
                     let before = scored_len(&consumer);
                     consumer.push(&bins, i64::MAX);
                     if let (Some(cb), Consumer::Floodwatch(f)) =
@@ -225,7 +327,7 @@ fn read_once(
                         emit_new(f, before, &mut tracker, cb);
                     }
                 }
-                (consumer, tracker)
+                (consumer, seen, tracker)
             })
             .map_err(|e| IngestError::Io {
                 path: PathBuf::from("(detector thread)"),
@@ -236,17 +338,23 @@ fn read_once(
             let _ = tx.send(bins);
         });
         drop(tx);
-        let (consumer, tracker) = match scorer.join() {
+        let (consumer, seen, tracker) = match scorer.join() {
             Ok(c) => c,
             // A panic in the detector is a bug; carry it on rather than hide it.
             Err(p) => std::panic::resume_unwind(p),
         };
-        Ok((consumer, tracker, out?))
+        Ok((consumer, seen, tracker, out?))
     })
 }
 
+/// `n event` / `n events`.
+fn events(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "event" } else { "events" })
+}
+
 /// The lines telling what was skipped and why, with the first examples and where they were;
-/// empty when nothing was.
+/// empty when nothing was. (What a run says when its summary is off: the summary has the
+/// counts, and [`skip_details`] after them.)
 pub fn skip_notices(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos>) -> Vec<String> {
     let mut out = Vec::new();
     let dup = stats.duplicates;
@@ -255,13 +363,24 @@ pub fn skip_notices(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos
     }
     let mut msg = format!("read {} records, used {}", d.records_read, stats.events);
     if dup > 0 {
-        msg.push_str(&format!("; dropped {dup} exact duplicate(s)"));
+        msg.push_str(&format!(
+            "; dropped {dup} exact {}",
+            if dup == 1 { "duplicate" } else { "duplicates" }
+        ));
     }
     if d.total_skipped() > 0 {
         let parts: Vec<String> = d.skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
         msg.push_str(&format!("; skipped: {}", parts.join(", ")));
     }
     out.push(msg);
+    out.extend(skip_details(d, lateness));
+    out
+}
+
+/// The first skipped records with where they were (indented), how many more there were, and
+/// what late events mean.
+pub fn skip_details(d: &Diagnostics, lateness: Option<Nanos>) -> Vec<String> {
+    let mut out = Vec::new();
     for ex in &d.examples {
         out.push(format!("  {ex}"));
     }
@@ -272,8 +391,8 @@ pub fn skip_notices(d: &Diagnostics, stats: &IngestStats, lateness: Option<Nanos
     }
     if d.count(SkipReason::Late) > 0 {
         out.push(format!(
-            "{} event(s) came more than the lateness horizon ({}) behind the input before them, after their bins had been scored, and are not counted; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
-            d.count(SkipReason::Late),
+            "{} came more than the lateness horizon ({}) behind the input before them, after their bins had been scored, and are not counted; sort the input by time, or pass --lateness with a longer horizon (or --lateness all for input in any order)",
+            events(d.count(SkipReason::Late)),
             horizon(lateness)
         ));
     }
