@@ -782,9 +782,6 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
         return Ok(finish(&read, &s, &q, a.common.quiet, &[]).unwrap_or(ExitCode::SUCCESS));
     }
     let out = read.outcome(&s, &q);
-    if let Some(line) = &out.scored {
-        eprintln!("floodwatch: {line}");
-    }
     if let Some(p) = &a.incidents {
         let mut w = BufWriter::new(
             File::create(p)

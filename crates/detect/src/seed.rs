@@ -233,13 +233,6 @@ pub fn run(aggs: &Aggregates, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> 
     run_table(&SeedTable::from_aggregates(aggs), p, now)
 }
 
-/// The window [`run_table`] scores at `now` (default: the start of the newest event's bin):
-/// `(first bin start, now)`; the bin starting at `now` is not scored. `None` on an empty table.
-pub fn scored_window(t: &SeedTable, p: &SeedParams, now: Option<Nanos>) -> Option<(Nanos, Nanos)> {
-    let now = t.width.floor(now.or_else(|| table_now(t))?);
-    Some((now - p.window, now))
-}
-
 /// [`run`] over a [`SeedTable`].
 pub fn run_table(t: &SeedTable, p: &SeedParams, now: Option<Nanos>) -> Vec<Alert> {
     let Some(now) = now.or_else(|| table_now(t)) else {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use floodwatch_core::time::{Nanos, Rfc3339};
+use floodwatch_core::time::Nanos;
 use floodwatch_core::{Aggregates, Diagnostics, IngestStats, SkipReason};
 use floodwatch_detect::Alert;
 use floodwatch_detect::floodwatch::{self as fw};
@@ -48,28 +48,14 @@ impl Consumer {
         };
         match self {
             Consumer::Seed(t) => {
-                let (alerts, scored) = if since.is_some() || q.until.is_some() {
-                    (seed::run_scheduled_table(t, &s.seed, since, q.until), None)
+                let alerts = if since.is_some() || q.until.is_some() {
+                    seed::run_scheduled_table(t, &s.seed, since, q.until)
                 } else {
-                    let scored = seed::scored_window(t, &s.seed, q.now).map(|(from, now)| {
-                        format!(
-                            "seed rule: scored the bins from {} to {} (now = {}{}; that bin is not scored)",
-                            Rfc3339(from),
-                            Rfc3339(now),
-                            Rfc3339(now),
-                            if q.now.is_some() {
-                                ", from --now"
-                            } else {
-                                ", the start of the newest event's bin"
-                            }
-                        )
-                    });
-                    (seed::run_table(t, &s.seed, q.now), scored)
+                    seed::run_table(t, &s.seed, q.now)
                 };
                 Outcome {
                     alerts,
                     incidents: Vec::new(),
-                    scored,
                 }
             }
             Consumer::Floodwatch(f) => {
@@ -77,7 +63,6 @@ impl Consumer {
                 Outcome {
                     alerts: d.alerts,
                     incidents: d.incidents,
-                    scored: None,
                 }
             }
         }
@@ -88,8 +73,6 @@ impl Consumer {
 pub struct Outcome {
     pub alerts: Vec<Alert>,
     pub incidents: Vec<fw::Incident>,
-    /// Which bins the rule scored, when that is not every bin (the seed rule at one `now`).
-    pub scored: Option<String>,
 }
 
 /// Which bins the rule scored, for the run's summary.
