@@ -608,6 +608,7 @@ let current = sources
         AllowedConnections = todouble(sumif(N, Allowed)), Prefixes = dcount(Prefix), LocalIP = take_any(LocalIP)
         by DeviceName, Vector, BinStart
     | join kind=inner top on DeviceName, Vector, BinStart;
+let keys = current | distinct DeviceName, Vector, BinStart;
 // Zero-filled per-bin history, then each scored bin's same-time-of-day and trailing points.
 let points = events
     | join kind=inner firstSeen on DeviceName
@@ -617,25 +618,32 @@ let points = events
     | join kind=inner firstSeen on DeviceName
     | where BinStart >= FirstBin
     | project DeviceName, Vector, PointBin = BinStart, Count
-    | join kind=inner (current | distinct DeviceName, Vector, BinStart) on DeviceName, Vector
+    | join kind=inner keys on DeviceName, Vector
     | extend Back = tolong((BinStart - PointBin) / timeBin)
     | where Back >= 1
     | extend Phase = Back % binsPerDay
     | extend Seasonal = Back >= binsPerDay - half and Back <= seasonalDays * binsPerDay + half and (Phase <= half or Phase >= binsPerDay - half),
         Short = Back <= shortBins
     | where Seasonal or Short;
-let medians = points
-    | summarize SeasonalN = countif(Seasonal), SeasonalMedian = percentileif(Count, 50, Seasonal),
-        ShortN = countif(Short), ShortMedian = percentileif(Count, 50, Short), Previous = sumif(Count, Back == 1)
-        by DeviceName, Vector, BinStart;
-let baseline = points
-    | join kind=inner medians on DeviceName, Vector, BinStart
-    | summarize SeasonalMad = percentileif(abs(Count - SeasonalMedian), 50, Seasonal), ShortMad = percentileif(abs(Count - ShortMedian), 50, Short)
-        by DeviceName, Vector, BinStart, SeasonalN, SeasonalMedian, ShortN, ShortMedian, Previous
+let seasonal = points | where Seasonal
+    | summarize SeasonalN = count(), SeasonalMedian = percentile(Count, 50) by DeviceName, Vector, BinStart;
+let seasonalMad = points | where Seasonal | join kind=inner seasonal on DeviceName, Vector, BinStart
+    | summarize SeasonalMad = percentile(abs(Count - SeasonalMedian), 50) by DeviceName, Vector, BinStart;
+let trailing = points | where Short
+    | summarize ShortN = count(), ShortMedian = percentile(Count, 50), Previous = sumif(Count, Back == 1) by DeviceName, Vector, BinStart;
+let trailingMad = points | where Short | join kind=inner trailing on DeviceName, Vector, BinStart
+    | summarize ShortMad = percentile(abs(Count - ShortMedian), 50) by DeviceName, Vector, BinStart;
+let baseline = keys
+    | join kind=leftouter seasonal on DeviceName, Vector, BinStart
+    | join kind=leftouter seasonalMad on DeviceName, Vector, BinStart
+    | join kind=leftouter trailing on DeviceName, Vector, BinStart
+    | join kind=leftouter trailingMad on DeviceName, Vector, BinStart
+    | extend SeasonalN = coalesce(SeasonalN, 0), ShortN = coalesce(ShortN, 0)
     | extend UseSeasonal = SeasonalN >= {min_seasonal}
+    | extend ShortHigher = ShortN > 0 and ShortMedian > SeasonalMedian
     | extend BaselineKind = iff(UseSeasonal, "daily", "short-term")
-    | extend Expected = iff(UseSeasonal and not(ShortN > 0 and ShortMedian > SeasonalMedian), SeasonalMedian, ShortMedian)
-    | extend Mad = iff(UseSeasonal, iff(ShortN > 0 and ShortMedian > SeasonalMedian, max_of(SeasonalMad, ShortMad), SeasonalMad), ShortMad)
+    | extend Expected = iff(UseSeasonal and not(ShortHigher), SeasonalMedian, ShortMedian)
+    | extend Mad = iff(UseSeasonal, iff(ShortHigher, max_of(SeasonalMad, ShortMad), SeasonalMad), ShortMad)
     | project DeviceName, Vector, BinStart, BaselineKind, Expected, Mad, Previous;
 let scored = current
     | join kind=leftouter baseline on DeviceName, Vector, BinStart
@@ -988,7 +996,7 @@ mod tests {
             "{q}"
         );
         assert!(q.contains("\"ConnectionAttempt\", \"InboundConnectionAttempt\""));
-        assert!(q.contains("percentileif(Count, 50, Seasonal)"));
+        assert!(q.contains("SeasonalMedian = percentile(Count, 50)"));
         // 13 days of seasonal history (the 14-day period's room), one bin either side, one run.
         assert_eq!(r.query_period_secs, 13 * 86_400 + 300 + 300 + 600 + 300);
     }
