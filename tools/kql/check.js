@@ -292,6 +292,8 @@ function checkFile(file) {
       if (a.columns === null) out.problems.push('query: does not return a table');
       out.problems.push(...validate(r, a.columns, out.kind === 'yaml'));
       const { rawFrequency, rawPeriod, requiredDataConnectors, ...same } = r;
+      // Order of techniques carries no meaning (ARM keeps sub-techniques apart).
+      if (Array.isArray(same.techniques)) same.techniques = [...same.techniques].sort();
       out.rules.push(same);
     }
   }

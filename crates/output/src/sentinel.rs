@@ -212,7 +212,7 @@ pub fn rule(variant: Variant, s: &ExportSettings, id: Option<&str>) -> Result<Ru
                     ("Reason", "Reason"),
                 ],
                 alert_name_format: "DDoS surge on {{DeviceName}}: {{RequestCount}} inbound connections in a bin".into(),
-                alert_description_format: "{{DeviceName}} received {{RequestCount}} inbound connections from {{UniqueSourceIPs}} distinct sources in the bin starting at {{BinStart}}.".into(),
+                alert_description_format: "{{DeviceName}} received {{RequestCount}} inbound connections from {{UniqueSourceIPs}} distinct sources in one bin (BinStart in the custom details).".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
             }
         }
