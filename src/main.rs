@@ -2,6 +2,7 @@
 //! validated settings, then drives the library crates (ingest → core → detect → output).
 
 mod config;
+mod export;
 mod replay;
 mod run;
 mod serve;
@@ -50,6 +51,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Push an export to a running server's `POST /ingest` at N times event time.
     Replay(replay::ReplayArgs),
+    /// Write the rules out for other systems: `export sentinel` writes a Sentinel analytics
+    /// rule with the same settings as `detect`.
+    Export(export::ExportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -5,9 +5,12 @@
 //! - `jsonl`: one alert per line, keys named like the seed query's columns plus floodwatch's
 //!   (`Vector`, `Reasons`, ...): for scripts, SIEM ingestion and golden tests.
 //! - `csv`: the same flat columns for spreadsheets; lists are joined with `; `.
+//! - [`sentinel`]: not alerts but the rules themselves, as Sentinel analytics rules.
 //!
 //! Sinks write to any `io::Write`; the CLI decides where (stdout, a file) and treats a closed
 //! pipe as a normal end.
+
+pub mod sentinel;
 
 use std::io::{self, Write};
 
