@@ -25,6 +25,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Demo(a) => demo(a),
         Command::Serve(a) => crate::serve::serve(a),
         Command::Replay(a) => crate::replay::replay(a),
+        Command::Report(a) => crate::report::report(a),
     }
 }
 

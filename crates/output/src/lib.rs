@@ -8,6 +8,8 @@
 //! Sinks write to any `io::Write`; the CLI decides where (stdout, a file) and treats a closed
 //! pipe as a normal end.
 
+pub mod report;
+
 use std::io::{self, Write};
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};

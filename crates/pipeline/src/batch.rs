@@ -11,6 +11,7 @@ use floodwatch_detect::seed::{self, SeedTable};
 use floodwatch_ingest::{IngestError, IngestOptions, InputFormat};
 
 use crate::live::Tracker;
+use crate::series::SeriesBook;
 use crate::settings::{Query, Rule, Settings};
 
 /// What a rule keeps of complete bins while ingest reads on: a few numbers a bin for the seed
@@ -18,24 +19,32 @@ use crate::settings::{Query, Rule, Settings};
 /// ingest seals it.
 enum Consumer {
     Seed(SeedTable),
-    Floodwatch(Box<fw::Stream>),
+    /// With the per-bin series, when a report asked for them.
+    Floodwatch(Box<fw::Stream>, Option<Box<SeriesBook>>),
 }
 
 impl Consumer {
-    fn new(s: &Settings, q: &Query) -> Self {
+    fn new(s: &Settings, q: &Query, series: bool) -> Self {
         match s.rule {
             Rule::Seed => Consumer::Seed(SeedTable::new(s.width)),
-            Rule::Floodwatch => {
-                Consumer::Floodwatch(Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)))
-            }
+            Rule::Floodwatch => Consumer::Floodwatch(
+                Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)),
+                series.then(Box::default),
+            ),
         }
     }
 
     /// `complete`: bins at or above it may be incomplete.
-    fn push(&mut self, bins: &Aggregates, complete: i64) {
+    fn push(&mut self, bins: &Aggregates, complete: i64, cfg: &fw::FloodwatchConfig) {
         match self {
             Consumer::Seed(t) => t.push(bins),
-            Consumer::Floodwatch(f) => f.push(bins, complete),
+            Consumer::Floodwatch(f, None) => f.push(bins, complete),
+            Consumer::Floodwatch(f, Some(book)) => {
+                let per_day = f.width().per_day();
+                f.push_observed(bins, complete, &mut |bin, name, agg, state| {
+                    book.observe(bin, name, agg, state, cfg, per_day)
+                });
+            }
         }
     }
 
@@ -57,7 +66,7 @@ impl Consumer {
                     incidents: Vec::new(),
                 }
             }
-            Consumer::Floodwatch(f) => {
+            Consumer::Floodwatch(f, _) => {
                 let d = f.finish(since);
                 Outcome {
                     alerts: d.alerts,
@@ -89,6 +98,15 @@ impl Detected {
     pub fn outcome(&self, s: &Settings, q: &Query) -> Outcome {
         self.consumer.outcome(s, q, &self.stats)
     }
+
+    /// The per-bin series, when the run was asked to keep them ([`read_detect_with`]) and the
+    /// rule is floodwatch's.
+    pub fn series(&self) -> Option<&SeriesBook> {
+        match &self.consumer {
+            Consumer::Floodwatch(_, Some(b)) => Some(b),
+            _ => None,
+        }
+    }
 }
 
 /// Called with the alerts of each batch of bins as they are scored (floodwatch rule only), in
@@ -107,27 +125,46 @@ pub fn read_detect(
     s: &Settings,
     q: &Query,
     notice: &mut dyn FnMut(&str),
+    on_alerts: Option<&mut OnAlerts<'_>>,
+) -> Result<Detected, IngestError> {
+    read_detect_with(inputs, s, q, notice, on_alerts, false)
+}
+
+/// [`read_detect`], keeping every device's per-bin series too when `series` (floodwatch rule):
+/// see [`Detected::series`].
+pub fn read_detect_with(
+    inputs: &[PathBuf],
+    s: &Settings,
+    q: &Query,
+    notice: &mut dyn FnMut(&str),
     mut on_alerts: Option<&mut OnAlerts<'_>>,
+    series: bool,
 ) -> Result<Detected, IngestError> {
     let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
     // Alerts already shown cannot be taken back: a streamed run is never read twice.
-    let (mut consumer, mut tracker, mut out) =
-        read_once(inputs, s, q, s.ingest.lateness, on_alerts.as_deref_mut())?;
+    let (mut consumer, mut tracker, mut out) = read_once(
+        inputs,
+        s,
+        q,
+        s.ingest.lateness,
+        on_alerts.as_deref_mut(),
+        series,
+    )?;
     let late = out.diagnostics.count(SkipReason::Late);
     if late > 0 && !stdin && on_alerts.is_none() {
         notice(&format!(
             "{late} event(s) came more than the lateness horizon ({}) behind the input before them; reading the input again with every bin kept (sort it by time, or pass --lateness all, to read it once)",
             horizon(s.ingest.lateness)
         ));
-        (consumer, tracker, out) = read_once(inputs, s, q, None, None)?;
+        (consumer, tracker, out) = read_once(inputs, s, q, None, None, series)?;
     }
     let stats = out.rest.stats;
     let notices = skip_notices(&out.diagnostics, &stats, s.ingest.lateness);
     // The rest carries the whole input's stats, which give the seed table its time span.
     let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
     let before = scored_len(&consumer);
-    consumer.push(&out.rest, complete);
-    if let (Some(cb), Consumer::Floodwatch(f)) = (on_alerts, &consumer) {
+    consumer.push(&out.rest, complete, &s.floodwatch);
+    if let (Some(cb), Consumer::Floodwatch(f, _)) = (on_alerts, &consumer) {
         emit_new(f, before, &mut tracker, cb);
     }
     Ok(Detected {
@@ -141,7 +178,7 @@ pub fn read_detect(
 
 fn scored_len(c: &Consumer) -> usize {
     match c {
-        Consumer::Floodwatch(f) => f.scored_len(),
+        Consumer::Floodwatch(f, _) => f.scored_len(),
         Consumer::Seed(_) => 0,
     }
 }
@@ -179,6 +216,7 @@ fn read_once(
     q: &Query,
     lateness: Option<Nanos>,
     on_alerts: Option<&mut OnAlerts<'_>>,
+    series: bool,
 ) -> Result<(Consumer, Tracker, floodwatch_ingest::StreamOutput), IngestError> {
     let make = || s.aggregator(s.width);
     let opts = IngestOptions {
@@ -189,7 +227,7 @@ fn read_once(
     // a window's bins takes about as long as a sizeable part of reading the next.
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
-        let mut consumer = Consumer::new(s, q);
+        let mut consumer = Consumer::new(s, q, series);
         let scorer = std::thread::Builder::new()
             .name("scorer".into())
             .spawn_scoped(scope, move || {
@@ -197,8 +235,8 @@ fn read_once(
                 let mut on_alerts = on_alerts;
                 for bins in rx {
                     let before = scored_len(&consumer);
-                    consumer.push(&bins, i64::MAX);
-                    if let (Some(cb), Consumer::Floodwatch(f)) =
+                    consumer.push(&bins, i64::MAX, &s.floodwatch);
+                    if let (Some(cb), Consumer::Floodwatch(f, _)) =
                         (on_alerts.as_deref_mut(), &consumer)
                     {
                         emit_new(f, before, &mut tracker, cb);

@@ -142,6 +142,9 @@ pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detec
     stream.finish(range.since)
 }
 
+/// Shown each device's bin before it is scored: bin index, device, the bin, the device's state.
+pub type BinObserver<'a> = dyn FnMut(i64, &str, &BinAgg, Option<&DeviceState>) + 'a;
+
 /// The serializable part of a [`Stream`]: the detector's state, where each device stands, and
 /// the alerts not yet taken.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -189,6 +192,19 @@ impl Stream {
     /// dropped (the caller knows them incomplete). Every bin of a device must come after the
     /// ones already pushed for it.
     pub fn push(&mut self, chunk: &Aggregates, complete: i64) {
+        self.push_observed(chunk, complete, &mut |_, _, _, _| {});
+    }
+
+    /// [`Stream::push`], showing `observe` each device's bin just before it is scored, with
+    /// the device's state as it stands then (`None` for a device not seen before): what a
+    /// report charts against (the baseline the bin was judged by). Quiet bins scored as empty
+    /// are not shown.
+    pub fn push_observed(
+        &mut self,
+        chunk: &Aggregates,
+        complete: i64,
+        observe: &mut BinObserver<'_>,
+    ) {
         let end = complete.min(self.until);
         let mut by_bin: BTreeMap<i64, Vec<(&str, &BinAgg)>> = BTreeMap::new();
         for (k, agg) in &chunk.bins {
@@ -208,6 +224,9 @@ impl Stream {
                     let out = self.det.observe_bin(idle, &[(name, &empty)]);
                     self.scored.extend(out);
                 }
+            }
+            for &(name, agg) in &live {
+                observe(bin, name, agg, self.det.state.devices.get(name));
             }
             let out = self.det.observe_bin(bin, &live);
             self.scored.extend(out);

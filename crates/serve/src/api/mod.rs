@@ -17,6 +17,7 @@
 // path would only add noise to code that is not hot.
 #![allow(clippy::result_large_err)]
 
+mod dashboard;
 mod query;
 
 use std::io::Read;
@@ -129,6 +130,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.opts.max_body;
     let api = Router::new()
         .route("/ingest", post(ingest).layer(DefaultBodyLimit::max(limit)))
+        .route("/", get(dashboard::page))
+        .route("/device/{name}", get(dashboard::page))
+        .route("/api/events", get(dashboard::events))
         .route("/api/incidents", get(query::incidents))
         .route("/api/alerts", get(query::alerts))
         .route("/api/devices", get(query::devices))
