@@ -132,6 +132,8 @@ async function main() {
       await page.waitForFunction(() => document.querySelectorAll("#incidents tr.incident").length > 0, null, { timeout: 30000 }).catch(() => {});
       const inc = await page.locator("#incidents tr.incident").count();
       check(inc > 0, `incident rows: ${inc}`);
+      const sources = await page.locator("#incidents tr.incident td:nth-child(7) div").allTextContents();
+      check(sources.length > 0 && sources.every((s) => /^[0-9a-f.:]+ \([0-9,]+\)$/.test(s)), `top sources shown as address (count): ${sources.slice(0, 2).join(", ")}`);
       const health = await page.locator("#inputs tr.input").count();
       check(health > 0, `input health rows: ${health}`);
       // Live: an SSE update arrives without reloading.

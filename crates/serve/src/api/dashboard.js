@@ -166,7 +166,7 @@
     pk.appendChild(el("div", { class: "muted" }, FW.fmtTime(secs(inc.Peak.TimeGenerated))));
     tr.appendChild(pk);
     var ts = el("td");
-    (inc.TopSources || []).slice(0, 4).forEach(function (t) { ts.appendChild(el("div", null, t.Ip + " (" + FW.fmtNum(t.Count) + ")")); });
+    (inc.TopSources || []).slice(0, 4).forEach(function (t) { ts.appendChild(el("div", null, t.IP + " (" + FW.fmtNum(t.Count) + ")")); });
     tr.appendChild(ts);
     var rs = el("td"), ul = el("ul", { class: "reasons" });
     (last.reasons[inc.IncidentId] || []).forEach(function (r) { ul.appendChild(el("li", null, r)); });
@@ -201,7 +201,7 @@
     var lag = (secs(v.newest_event) !== null && secs(v.watermark) !== null) ? secs(v.newest_event) - secs(v.watermark) : null;
     box.appendChild(el("p", { class: "muted" },
       "Newest event " + (v.newest_event || "–") + " · watermark " + (v.watermark || "–") +
-      (lag !== null ? " (bins close " + lag + " s of event time behind the newest event)" : "") +
+      (lag !== null ? " (bins close " + Math.round(lag) + " s of event time behind the newest event)" : "") +
       " · engine queue " + v.queue_depth + " · " + FW.fmtNum(v.events) + " events · " + FW.fmtNum(v.bins_sealed) + " bins sealed"));
     var t = el("table", { id: "inputs" }), h = el("tr");
     ["input", "records", "events", "skipped", "late", "newest event", "lag behind newest (s)", "position"].forEach(function (c, i) {
