@@ -9,6 +9,8 @@
 //!   `Retry-After` when the service is saturated.
 //! - `GET /api/incidents`, `/api/alerts`, `/api/devices`, `/api/devices/{name}/series`,
 //!   `/api/inputs`, `/api/sinks`, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+//! - `GET /`, `/device/{name}`: the dashboard; `GET /api/events`: its live updates (server-sent
+//!   events); see [`dashboard`].
 //!
 //! Bound to loopback by default. Any other address needs a bearer token (checked in constant
 //! time); with a token set, every route but the health checks needs it.
