@@ -113,6 +113,7 @@ fn export_sentinel(a: SentinelArgs) -> Result<ExitCode> {
         dedup_window: None,
         lateness: None,
         progress: false,
+        quiet: true,
     };
     let mut file = crate::run::load_file(&common)?;
     let sc = &mut file.seed;
@@ -139,7 +140,7 @@ fn export_sentinel(a: SentinelArgs) -> Result<ExitCode> {
         .chain(&a.allow_sources)
         .cloned()
         .collect();
-    let s = crate::run::settings(&common, file)?;
+    let s = crate::run::settings(&common, file, &crate::run::no_seed_flags)?;
     let delay = parse_duration(&a.ingestion_delay)
         .map_err(|e| anyhow!("--ingestion-delay {:?}: {e}", a.ingestion_delay))?;
     let x = ExportSettings {

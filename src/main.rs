@@ -4,6 +4,7 @@
 mod config;
 mod export;
 mod replay;
+mod report;
 mod run;
 mod serve;
 
@@ -49,6 +50,9 @@ pub enum Command {
     /// Detect live: from Event Hubs / Kafka, Storage folders, files, stdin and HTTP, with state
     /// in an embedded database and notifications.
     Serve(serve::ServeArgs),
+    /// Write a self-contained HTML report: summary, incidents, and per device each vector's
+    /// rate against its baseline band.
+    Report(report::ReportArgs),
     /// Push an export to a running server's `POST /ingest` at N times event time.
     Replay(replay::ReplayArgs),
     /// Write the rules out for other systems: `export sentinel` writes a Sentinel analytics

@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => crate::serve::serve(a),
         Command::Replay(a) => crate::replay::replay(a),
         Command::Export(a) => crate::export::export(a),
+        Command::Report(a) => crate::report::report(a),
     }
 }
 

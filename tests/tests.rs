@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod browser;
 mod export;
 mod serve;
 mod signals;
@@ -511,3 +512,170 @@ mod simulate {
 }
 
 mod cli;
+mod report {
+    use super::*;
+    use crate::serve::{ALLOW, full_sim};
+
+    /// The JSON the page is drawn from, out of the written file.
+    fn data_of(html: &str) -> serde_json::Value {
+        let tag = "id=\"fw-data\">";
+        let start = html.find(tag).expect("data script") + tag.len();
+        let end = start + html[start..].find("</script>").expect("end of data");
+        serde_json::from_str(&html[start..end]).expect("report data is JSON")
+    }
+
+    #[test]
+    fn report_holds_detects_incidents_and_every_device_and_no_outside_reference() {
+        let sim = full_sim();
+        let dir = tempfile::tempdir().expect("tmp");
+        let html = dir.path().join("r.html");
+        let out = run(&[
+            "report",
+            "--allow-source",
+            ALLOW,
+            "-o",
+            html.to_str().expect("path"),
+            sim.data.to_str().expect("path"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let page = std::fs::read_to_string(&html).expect("report written");
+        for outside in [
+            "src=\"http",
+            "href=\"http",
+            "<link",
+            "<script src",
+            "@import",
+            "url(http",
+        ] {
+            assert!(
+                !page.contains(outside),
+                "the page refers outside: {outside}"
+            );
+        }
+        assert!(
+            page.contains("https://github.com/leeoniya/uPlot (v1.6.32)"),
+            "uPlot inline"
+        );
+        let d = data_of(&page);
+        // The same incidents as `detect --incidents`, by id.
+        let mut ids: Vec<&str> = d["incidents"]
+            .as_array()
+            .expect("incidents")
+            .iter()
+            .map(|i| i["id"].as_str().expect("id"))
+            .collect();
+        let mut want: Vec<&str> = sim
+            .incidents
+            .iter()
+            .map(|i| i["IncidentId"].as_str().expect("IncidentId"))
+            .collect();
+        ids.sort_unstable();
+        want.sort_unstable();
+        assert!(!want.is_empty());
+        assert_eq!(ids, want);
+        // Every device charted (eight, under the default limit), each alert bin marked on its
+        // device: unsuppressed ones as alerts, suppressed ones apart with a reason.
+        let devices = d["devices"].as_array().expect("devices");
+        assert_eq!(devices.len(), 8);
+        let marked: usize = devices
+            .iter()
+            .map(|x| x["alerts"].as_array().expect("alerts").len())
+            .sum();
+        let suppressed: Vec<&serde_json::Value> = devices
+            .iter()
+            .flat_map(|x| x["suppressed"].as_array().expect("suppressed").iter())
+            .collect();
+        let loud = sim
+            .alerts
+            .iter()
+            .filter(|a| a["Suppressed"] == false)
+            .count();
+        let quiet = sim.alerts.len() - loud;
+        assert_eq!(marked, loud);
+        assert_eq!(suppressed.len(), quiet);
+        assert!(quiet > 0, "the simulation has suppressed surges");
+        assert!(
+            suppressed
+                .iter()
+                .all(|s| s[1].as_str().is_some_and(|r| !r.is_empty()))
+        );
+        // Per device the columns line up; a baseline exists after the warm-up.
+        let longest = devices
+            .iter()
+            .map(|x| x["distinct"].as_array().expect("distinct").len())
+            .max();
+        // Three days of 5-minute bins but the last, which holds the newest event and may be
+        // incomplete: never scored, so not charted either.
+        assert_eq!(longest, Some(863));
+        for x in devices {
+            let n = x["distinct"].as_array().expect("distinct").len();
+            assert_eq!(x["per_point"], 1);
+            let web = x["counts"][0].as_array().expect("web");
+            assert_eq!(web.len(), n);
+            assert_eq!(x["median"][0].as_array().expect("median").len(), n);
+            assert!(
+                x["median"][0]
+                    .as_array()
+                    .expect("m")
+                    .iter()
+                    .any(|m| m.is_number())
+            );
+        }
+        let s = &d["summary"];
+        assert_eq!(s["devices"], 8);
+        assert!(
+            s["records_read"].as_u64().expect("read") >= s["events_used"].as_u64().expect("used")
+        );
+        assert!(
+            s["settings"]
+                .as_array()
+                .expect("settings")
+                .iter()
+                .any(|kv| kv[0] == "allow_sources" && kv[1] == ALLOW)
+        );
+    }
+
+    #[test]
+    fn report_downsamples_and_limits_devices_when_asked() {
+        let sim = full_sim();
+        let dir = tempfile::tempdir().expect("tmp");
+        let html = dir.path().join("r.html");
+        let out = run(&[
+            "report",
+            "--allow-source",
+            ALLOW,
+            "--max-devices",
+            "3",
+            "--max-points",
+            "100",
+            "-o",
+            html.to_str().expect("path"),
+            sim.data.to_str().expect("path"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let d = data_of(&std::fs::read_to_string(&html).expect("written"));
+        let devices = d["devices"].as_array().expect("devices");
+        assert_eq!(devices.len(), 3);
+        assert_eq!(d["others"].as_array().expect("others").len(), 5);
+        for x in devices {
+            assert!(x["distinct"].as_array().expect("d").len() <= 100);
+            assert!(x["per_point"].as_u64().expect("per") > 1);
+            assert_eq!(
+                x["step"].as_i64(),
+                Some(300 * x["per_point"].as_i64().expect("p"))
+            );
+        }
+        // Devices with the most alert bins first: the first charted one has alerts.
+        assert!(!devices[0]["alerts"].as_array().expect("a").is_empty());
+    }
+
+    #[test]
+    fn report_refuses_the_seed_rule_and_standard_input_with_a_reason() {
+        let out = run(&["report", "--rule", "seed", "-o", "/dev/null", "testdata"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("--rule seed"), "{}", stderr(&out));
+        let out = run(&["report", "-o", "/dev/null", "-"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("standard input"), "{}", stderr(&out));
+    }
+}

@@ -1355,7 +1355,7 @@ mod tests {
             opts: &opts,
             workers: vec![make()],
             diag: Diagnostics::default(),
-            progress: Progress::new(false),
+            progress: Progress::new(false, &[]),
             sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
             sink: &mut |_| {},
         };

@@ -10,6 +10,7 @@
 //! Sinks write to any `io::Write`; the CLI decides where (stdout, a file) and treats a closed
 //! pipe as a normal end.
 
+pub mod report;
 pub mod sentinel;
 
 use std::io::{self, Write};

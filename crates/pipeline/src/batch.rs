@@ -12,6 +12,7 @@ use floodwatch_detect::seed::{self, SeedTable};
 use floodwatch_ingest::{IngestError, IngestOptions, InputFormat};
 
 use crate::live::Tracker;
+use crate::series::SeriesBook;
 use crate::settings::{Query, Rule, Settings};
 
 /// What a rule keeps of complete bins while ingest reads on: a few numbers a bin for the seed
@@ -19,24 +20,32 @@ use crate::settings::{Query, Rule, Settings};
 /// ingest seals it.
 enum Consumer {
     Seed(SeedTable),
-    Floodwatch(Box<fw::Stream>),
+    /// With the per-bin series, when a report asked for them.
+    Floodwatch(Box<fw::Stream>, Option<Box<SeriesBook>>),
 }
 
 impl Consumer {
-    fn new(s: &Settings, q: &Query) -> Self {
+    fn new(s: &Settings, q: &Query, series: bool) -> Self {
         match s.rule {
             Rule::Seed => Consumer::Seed(SeedTable::new(s.width)),
-            Rule::Floodwatch => {
-                Consumer::Floodwatch(Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)))
-            }
+            Rule::Floodwatch => Consumer::Floodwatch(
+                Box::new(fw::Stream::new(&s.floodwatch, s.width, q.until)),
+                series.then(Box::default),
+            ),
         }
     }
 
     /// `complete`: bins at or above it may be incomplete.
-    fn push(&mut self, bins: &Aggregates, complete: i64) {
+    fn push(&mut self, bins: &Aggregates, complete: i64, cfg: &fw::FloodwatchConfig) {
         match self {
             Consumer::Seed(t) => t.push(bins),
-            Consumer::Floodwatch(f) => f.push(bins, complete),
+            Consumer::Floodwatch(f, None) => f.push(bins, complete),
+            Consumer::Floodwatch(f, Some(book)) => {
+                let per_day = f.width().per_day();
+                f.push_observed(bins, complete, &mut |bin, name, agg, state| {
+                    book.observe(bin, name, agg, state, cfg, per_day)
+                });
+            }
         }
     }
 
@@ -58,7 +67,7 @@ impl Consumer {
                     incidents: Vec::new(),
                 }
             }
-            Consumer::Floodwatch(f) => {
+            Consumer::Floodwatch(f, _) => {
                 let d = f.finish(since);
                 Outcome {
                     alerts: d.alerts,
@@ -166,7 +175,7 @@ impl Detected {
                     device_bins: None,
                 }
             }
-            Consumer::Floodwatch(f) => {
+            Consumer::Floodwatch(f, _) => {
                 let from = since.map_or(i64::MIN, |t| ceil_index(w, t));
                 let mut range: Option<(i64, i64)> = None;
                 let mut n = 0u64;
@@ -184,6 +193,15 @@ impl Detected {
                     device_bins: Some(n),
                 }
             }
+        }
+    }
+
+    /// The per-bin series, when the run was asked to keep them ([`read_detect_with`]) and the
+    /// rule is floodwatch's.
+    pub fn series(&self) -> Option<&SeriesBook> {
+        match &self.consumer {
+            Consumer::Floodwatch(_, Some(b)) => Some(b),
+            _ => None,
         }
     }
 }
@@ -204,12 +222,31 @@ pub fn read_detect(
     s: &Settings,
     q: &Query,
     notice: &mut dyn FnMut(&str),
+    on_alerts: Option<&mut OnAlerts<'_>>,
+) -> Result<Detected, IngestError> {
+    read_detect_with(inputs, s, q, notice, on_alerts, false)
+}
+
+/// [`read_detect`], keeping every device's per-bin series too when `series` (floodwatch rule):
+/// see [`Detected::series`].
+pub fn read_detect_with(
+    inputs: &[PathBuf],
+    s: &Settings,
+    q: &Query,
+    notice: &mut dyn FnMut(&str),
     mut on_alerts: Option<&mut OnAlerts<'_>>,
+    series: bool,
 ) -> Result<Detected, IngestError> {
     let stdin = inputs.iter().any(|p| p.as_os_str() == "-");
     // Alerts already shown cannot be taken back: a streamed run is never read twice.
-    let (mut consumer, mut seen, mut tracker, mut out) =
-        read_once(inputs, s, q, s.ingest.lateness, on_alerts.as_deref_mut())?;
+    let (mut consumer, mut seen, mut tracker, mut out) = read_once(
+        inputs,
+        s,
+        q,
+        s.ingest.lateness,
+        on_alerts.as_deref_mut(),
+        series,
+    )?;
     let late = out.diagnostics.count(SkipReason::Late);
     if late > 0 && !stdin && on_alerts.is_none() {
         notice(&format!(
@@ -217,7 +254,7 @@ pub fn read_detect(
             events(late),
             horizon(s.ingest.lateness)
         ));
-        (consumer, seen, tracker, out) = read_once(inputs, s, q, None, None)?;
+        (consumer, seen, tracker, out) = read_once(inputs, s, q, None, None, series)?;
     }
     let stats = out.rest.stats;
     let notices = skip_notices(&out.diagnostics, &stats, s.ingest.lateness);
@@ -225,12 +262,12 @@ pub fn read_detect(
     let complete = stats.max_ts.map_or(i64::MIN, |t| s.width.index(t));
     let before = scored_len(&consumer);
     seen.see(&out.rest);
-    consumer.push(&out.rest, complete);
+    consumer.push(&out.rest, complete, &s.floodwatch);
     // The bin the input ended in is judged on what it holds, as a partial bin.
-    if let (Consumer::Floodwatch(f), Some(end)) = (&mut consumer, stats.max_ts) {
+    if let (Consumer::Floodwatch(f, _), Some(end)) = (&mut consumer, stats.max_ts) {
         f.push_partial(&out.rest, end);
     }
-    if let (Some(cb), Consumer::Floodwatch(f)) = (on_alerts, &consumer) {
+    if let (Some(cb), Consumer::Floodwatch(f, _)) = (on_alerts, &consumer) {
         emit_new(f, before, &mut tracker, cb);
     }
     Ok(Detected {
@@ -245,7 +282,7 @@ pub fn read_detect(
 
 fn scored_len(c: &Consumer) -> usize {
     match c {
-        Consumer::Floodwatch(f) => f.scored_len(),
+        Consumer::Floodwatch(f, _) => f.scored_len(),
         Consumer::Seed(_) => 0,
     }
 }
@@ -283,6 +320,7 @@ fn read_once(
     q: &Query,
     lateness: Option<Nanos>,
     on_alerts: Option<&mut OnAlerts<'_>>,
+    series: bool,
 ) -> Result<(Consumer, Seen, Tracker, floodwatch_ingest::StreamOutput), IngestError> {
     let make = || s.aggregator(s.width);
     let opts = IngestOptions {
@@ -293,7 +331,7 @@ fn read_once(
     // a window's bins takes about as long as a sizeable part of reading the next.
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Aggregates>(2);
-        let mut consumer = Consumer::new(s, q);
+        let mut consumer = Consumer::new(s, q, series);
         let scorer = std::thread::Builder::new()
             .name("scorer".into())
             .spawn_scoped(scope, move || {
@@ -303,8 +341,8 @@ fn read_once(
                 for bins in rx {
                     seen.see(&bins);
                     let before = scored_len(&consumer);
-                    consumer.push(&bins, i64::MAX);
-                    if let (Some(cb), Consumer::Floodwatch(f)) =
+                    consumer.push(&bins, i64::MAX, &s.floodwatch);
+                    if let (Some(cb), Consumer::Floodwatch(f, _)) =
                         (on_alerts.as_deref_mut(), &consumer)
                     {
                         emit_new(f, before, &mut tracker, cb);

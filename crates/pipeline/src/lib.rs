@@ -18,12 +18,13 @@
 pub mod batch;
 pub mod live;
 pub mod reader;
+pub mod series;
 pub mod settings;
 
 #[cfg(test)]
 mod tests;
 
-pub use batch::{Detected, Outcome, read_detect};
+pub use batch::{Detected, Outcome, read_detect, read_detect_with};
 pub use live::{
     BinSummary, Counters, Emit, Engine, EngineState, IncidentEvent, IncidentPhase, LiveAlert,
     LiveConfig, Partial, Stage, Tracker,

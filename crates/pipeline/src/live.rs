@@ -454,6 +454,10 @@ pub struct BinSummary {
     pub counts: [u64; 4],
     /// Expected connections per group (the baseline median), while the device has one.
     pub expected: Option<[f64; 4]>,
+    /// The baseline's spread per group (scaled MAD), alongside `expected` (absent in series
+    /// stored before it was kept).
+    #[serde(default)]
+    pub spread: Option<[f64; 4]>,
     pub distinct_sources: u64,
     /// Whether the bin raised an alert, and whether it was suppressed.
     pub alert: bool,
@@ -494,18 +498,20 @@ fn summary(
     agg: &BinAgg,
 ) -> BinSummary {
     use floodwatch_detect::floodwatch::Group;
-    let expected = stream
+    let baseline = stream
         .state()
         .devices
         .get(device)
-        .and_then(|d| d.expected(bin, fw, width.per_day()))
-        .map(|e| e.map(|(m, _)| m));
+        .and_then(|d| d.expected(bin, fw, width.per_day()));
+    let expected = baseline.map(|e| e.map(|(m, _)| m));
+    let spread = baseline.map(|e| e.map(|(_, s)| s));
     BinSummary {
         device_name: device.to_owned(),
         bin,
         time: width.start(bin),
         counts: Group::ALL.map(|g| g.count(agg)),
         expected,
+        spread,
         distinct_sources: agg.sources.distinct().round() as u64,
         alert: false,
         suppressed: false,

@@ -151,6 +151,8 @@ pub struct DeviceView {
     pub elapsed: f64,
     /// Expected per vector for the whole bin (baseline median), while it has one.
     pub expected: Option<[f64; 4]>,
+    /// The baseline's spread per vector, alongside `expected`.
+    pub spread: Option<[f64; 4]>,
     /// `normal`, `suppressed-surge` or `under-attack`.
     pub state: String,
     pub incident_id: Option<String>,
@@ -655,7 +657,9 @@ impl Live {
             v.elapsed = newest.map_or(0.0, |n| {
                 ((n - width.start(bin)) as f64 / width.nanos() as f64).clamp(0.0, 1.0)
             });
-            v.expected = e.expected(d, bin).map(|x| x.map(|(m, _)| m));
+            let baseline = e.expected(d, bin);
+            v.expected = baseline.map(|x| x.map(|(m, _)| m));
+            v.spread = baseline.map(|x| x.map(|(_, s)| s));
         }
         for d in e.stream().next_bins().keys() {
             devices.entry(d.clone()).or_insert_with(|| DeviceView {

@@ -252,6 +252,14 @@ impl DeviceState {
         })
     }
 
+    /// Share of `agg`'s inbound sources this device has not seen before (as the detector
+    /// judges novelty); `None` when none of its sample could be checked.
+    pub fn new_source_share(&self, agg: &BinAgg) -> Option<f64> {
+        self.sources
+            .novelty_of(&agg.sources.sample_unordered())
+            .source_share()
+    }
+
     /// Source hashes remembered.
     pub fn remembered_sources(&self) -> usize {
         self.sources.len()

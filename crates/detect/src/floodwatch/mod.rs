@@ -145,6 +145,8 @@ pub fn run(aggs: &Aggregates, cfg: &FloodwatchConfig, range: TimeRange) -> Detec
 /// and connections (the live service's early decisions use the same bar).
 pub const PARTIAL_Z: f64 = 6.0;
 pub const PARTIAL_MIN_EXCESS: f64 = 20.0;
+/// Shown each device's bin before it is scored: bin index, device, the bin, the device's state.
+pub type BinObserver<'a> = dyn FnMut(i64, &str, &BinAgg, Option<&DeviceState>) + 'a;
 
 /// The serializable part of a [`Stream`]: the detector's state, where each device stands, and
 /// the alerts not yet taken.
@@ -193,6 +195,19 @@ impl Stream {
     /// dropped (the caller knows them incomplete). Every bin of a device must come after the
     /// ones already pushed for it.
     pub fn push(&mut self, chunk: &Aggregates, complete: i64) {
+        self.push_observed(chunk, complete, &mut |_, _, _, _| {});
+    }
+
+    /// [`Stream::push`], showing `observe` each device's bin just before it is scored, with
+    /// the device's state as it stands then (`None` for a device not seen before): what a
+    /// report charts against (the baseline the bin was judged by). Quiet bins scored as empty
+    /// are not shown.
+    pub fn push_observed(
+        &mut self,
+        chunk: &Aggregates,
+        complete: i64,
+        observe: &mut BinObserver<'_>,
+    ) {
         let end = complete.min(self.until);
         let mut by_bin: BTreeMap<i64, Vec<(&str, &BinAgg)>> = BTreeMap::new();
         for (k, agg) in &chunk.bins {
@@ -212,6 +227,9 @@ impl Stream {
                     let out = self.det.observe_bin(idle, &[(name, &empty)]);
                     self.scored.extend(out);
                 }
+            }
+            for &(name, agg) in &live {
+                observe(bin, name, agg, self.det.state.devices.get(name));
             }
             let out = self.det.observe_bin(bin, &live);
             self.scored.extend(out);

@@ -9,6 +9,8 @@
 //!   `Retry-After` when the service is saturated.
 //! - `GET /api/incidents`, `/api/alerts`, `/api/devices`, `/api/devices/{name}/series`,
 //!   `/api/inputs`, `/api/sinks`, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
+//! - `GET /`, `/device/{name}`: the dashboard; `GET /api/events`: its live updates (server-sent
+//!   events); see [`dashboard`].
 //!
 //! Bound to loopback by default. Any other address needs a bearer token (checked in constant
 //! time); with a token set, every route but the health checks needs it.
@@ -17,6 +19,7 @@
 // path would only add noise to code that is not hot.
 #![allow(clippy::result_large_err)]
 
+mod dashboard;
 mod query;
 
 use std::io::Read;
@@ -129,6 +132,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.opts.max_body;
     let api = Router::new()
         .route("/ingest", post(ingest).layer(DefaultBodyLimit::max(limit)))
+        .route("/", get(dashboard::page))
+        .route("/device/{name}", get(dashboard::page))
+        .route("/api/events", get(dashboard::events))
         .route("/api/incidents", get(query::incidents))
         .route("/api/alerts", get(query::alerts))
         .route("/api/devices", get(query::devices))

@@ -150,19 +150,38 @@ pub async fn incidents(State(st): State<Arc<AppState>>) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let mut scored: Vec<_> = rows
+    let alerts: Vec<LiveAlert> = rows
         .iter()
         .filter_map(|t| serde_json::from_str::<LiveAlert>(t).ok())
-        .map(|a| a.scored())
         .collect();
+    let mut scored: Vec<_> = alerts.iter().map(|a| a.scored()).collect();
     let (last_bins, open) = {
         let v = st.shared.view();
         (v.last_bins.clone(), v.open_incidents.clone())
     };
     let last: HashMap<String, i64> = last_bins.into_iter().collect();
     let incidents = build_incidents(&mut scored, st.settings.width, &st.floodwatch, &last);
+    // Why each incident fired: the reasons of its peak bin.
+    let by_bin: HashMap<(&str, Nanos), &Vec<String>> = alerts
+        .iter()
+        .map(|a| {
+            (
+                (a.alert.device_name.as_str(), a.alert.time_generated),
+                &a.alert.reasons,
+            )
+        })
+        .collect();
+    let reasons: serde_json::Map<String, Value> = incidents
+        .iter()
+        .filter_map(|i| {
+            by_bin
+                .get(&(i.peak.device_name.as_str(), i.peak.time_generated))
+                .map(|r| (i.incident_id.clone(), json!(r)))
+        })
+        .collect();
     Json(json!({
         "incidents": incidents,
+        "reasons": reasons,
         "open": open.iter().map(|(d, i)| json!({"DeviceName": d, "IncidentId": i})).collect::<Vec<_>>(),
     }))
     .into_response()
