@@ -411,12 +411,14 @@ fn inputs_line(d: &Detected) -> String {
 /// some kind of record, a number), each as a line: so a count added to the diagnostics is in
 /// the summary without the summary having to be taught it.
 fn other_counts(diag: &serde_json::Value) -> Vec<String> {
-    const WRITTEN: [&str; 5] = [
+    const WRITTEN: [&str; 6] = [
         "skipped",
         "examples",
         "records_read",
         "bytes_read",
         "inputs",
+        // Each warning is written with where it was.
+        "warnings_total",
     ];
     let Some(obj) = diag.as_object() else {
         return Vec::new();
@@ -434,10 +436,33 @@ fn other_counts(diag: &serde_json::Value) -> Vec<String> {
                 }
                 continue;
             }
-            serde_json::Value::Object(m) => m
-                .iter()
-                .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
-                .collect(),
+            // Counts by name: a plain map, or a bounded one ({names, rest}: the names not kept).
+            serde_json::Value::Object(m) => {
+                let mut named: Vec<(String, u64)> = m
+                    .get("names")
+                    .and_then(|n| n.as_object())
+                    .unwrap_or(m)
+                    .iter()
+                    .filter_map(|(k, n)| Some((k.clone(), n.as_u64()?)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                if m.contains_key("names")
+                    && let Some(rest) = m.get("rest").and_then(|r| r.as_u64()).filter(|&r| r > 0)
+                {
+                    named.push(("(other names)".into(), rest));
+                }
+                named
+            }
+            // Warnings about an input, with where: one line each.
+            serde_json::Value::Array(a) if key == "warnings" => {
+                for w in a {
+                    if let Ok(w) = serde_json::from_value::<floodwatch_core::SkipExample>(w.clone())
+                    {
+                        out.push(format!("warning: {w}"));
+                    }
+                }
+                continue;
+            }
             // A list of (name, count) pairs.
             serde_json::Value::Array(a) => a
                 .iter()
@@ -1091,6 +1116,32 @@ mod tests {
                 "unknown action types: InboundConnectionAttempt 6000, Bar 2, Foo 2",
                 "wrapped records: 3",
             ]
+        );
+        // The diagnostics' own bounded counts by name, and warnings with where they were.
+        let mut d = floodwatch_core::Diagnostics::default();
+        d.unknown_actions.add("NewKindOfEvent", 7);
+        d.wrapped.add("body", 2);
+        d.warnings.push(floodwatch_core::SkipExample {
+            location: floodwatch_core::Location {
+                source: "x.csv".into(),
+                line: Some(1),
+                offset: Some(0),
+            },
+            reason: floodwatch_core::SkipReason::Malformed,
+            message: "forced csv".into(),
+        });
+        d.warnings_total = 1;
+        let lines = other_counts(&serde_json::to_value(&d).unwrap());
+        assert!(
+            lines.contains(&"unknown actions: NewKindOfEvent 7".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"wrapped: body 2".to_string()), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("warning: x.csv") && l.ends_with("forced csv")),
+            "{lines:?}"
         );
     }
 

@@ -681,10 +681,20 @@ impl Engine {
         let Partial { source, aggs } = p;
         let max_ts = aggs.stats.max_ts;
         let devices = aggs.devices;
-        for (k, agg) in aggs.bins {
+        // In event-time order, and each sub-window judged as event time first passes it, on what
+        // came before it: the decisions then depend on the events and their order, not on how
+        // the input happened to be cut into batches (a follower that reads a bigger chunk when
+        // the machine is busy, a restart that resumes mid-file).
+        let mut bins: Vec<(BinKey, BinAgg)> = aggs.bins.into_iter().collect();
+        bins.sort_by_key(|(k, _)| (k.bin, k.device));
+        let mut out = Vec::new();
+        for (k, agg) in bins {
             let name = devices.name(k.device);
             let start = step.start(k.bin);
             let bin = width.index(start);
+            if self.cfg.early && self.cfg.step.index(start) > self.early_step {
+                out.extend(self.early_at(start));
+            }
             if bin < self.floor {
                 *self.counters.late.entry(source.clone()).or_insert(0) += agg.rows;
                 continue;
@@ -733,7 +743,8 @@ impl Engine {
                 self.newest_by.entry(source).or_insert(Nanos::MIN);
             }
         }
-        self.decide()
+        out.extend(self.decide());
+        out
     }
 
     /// Moves event time on to `t` without events (the stream went quiet): bins close as if an
@@ -782,9 +793,15 @@ impl Engine {
 
     /// Judges every open bin of the newest bin index once per sub-window passed.
     fn early(&mut self) -> Vec<Emit> {
-        let Some(newest) = self.newest else {
-            return Vec::new();
-        };
+        match self.newest {
+            Some(newest) => self.early_at(newest),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`Self::early`] with event time at `newest`: the sub-windows below the one holding it
+    /// are judged, once.
+    fn early_at(&mut self, newest: Nanos) -> Vec<Emit> {
         let step = self.cfg.step;
         let width = self.cfg.width;
         let now_step = step.index(newest);
