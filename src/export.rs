@@ -110,6 +110,7 @@ fn export_sentinel(a: SentinelArgs) -> Result<ExitCode> {
         bin: a.bin.clone(),
         ports: a.ports.clone(),
         allow_sources: a.allow_sources.clone(),
+        suppress: None,
         dedup_window: None,
         lateness: None,
         progress: false,

@@ -108,6 +108,12 @@ pub struct CommonArgs {
     /// Source network (CIDR or address) whose traffic is declared legitimate; repeatable.
     #[arg(long = "allow-source", value_name = "CIDR")]
     pub allow_sources: Vec<String>,
+    /// What the floodwatch rule's suppressions do: `apply` marks an alert a benign explanation
+    /// covers (flash crowd, load test, monitor, maintenance window) `Suppressed`; `log-only`
+    /// emits it unsuppressed with the reason it would have been, to trial the detector.
+    /// Config key `floodwatch.suppress`. Default apply.
+    #[arg(long, value_name = "MODE", value_parser = ["apply", "log-only"])]
+    pub suppress: Option<String>,
     /// Drop exact duplicates occurring within this much event time of each other (0s: off). Default 1h.
     #[arg(long, value_name = "DURATION")]
     pub dedup_window: Option<String>,

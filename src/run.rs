@@ -312,6 +312,10 @@ pub fn settings(
     let seed = seed_cfg
         .validate(seed_width)
         .map_err(|e| usage(seed_flags(&e)))?;
+    if let Some(m) = &c.suppress {
+        file.floodwatch.suppress = floodwatch_detect::floodwatch::SuppressMode::parse(m)
+            .map_err(|e| usage(format!("--suppress: {e}")))?;
+    }
     file.floodwatch.validate().map_err(in_file)?;
     Ok(Settings {
         rule: c.rule.into(),
@@ -1019,6 +1023,7 @@ fn demo(a: DemoArgs) -> Result<ExitCode> {
         bin: None,
         ports: None,
         allow_sources: allow,
+        suppress: None,
         dedup_window: None,
         lateness: None,
         progress: io::stderr().is_terminal(),

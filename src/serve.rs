@@ -43,6 +43,10 @@ pub struct ServeArgs {
     /// Source network whose traffic is declared legitimate; repeatable.
     #[arg(long = "allow-source", value_name = "CIDR")]
     pub allow_sources: Vec<String>,
+    /// What the suppressions do: `apply`, or `log-only` (alerts a benign explanation covers are
+    /// sent unsuppressed, naming the reason they would have been suppressed). Default apply.
+    #[arg(long, value_name = "MODE", value_parser = ["apply", "log-only"])]
+    pub suppress: Option<String>,
     /// Bin width (default 5m).
     #[arg(long, value_name = "DURATION")]
     pub bin: Option<String>,
@@ -106,6 +110,7 @@ pub fn options(a: &ServeArgs) -> Result<ServeOptions> {
         bin: a.bin.clone(),
         ports: None,
         allow_sources: a.allow_sources.clone(),
+        suppress: a.suppress.clone(),
         dedup_window: a.dedup_window.clone(),
         lateness: None,
         progress: false,

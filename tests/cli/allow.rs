@@ -81,7 +81,7 @@ fn a_load_test_from_300_allow_listed_addresses_is_suppressed_with_its_reason() {
     assert!(
         reasons.iter().any(|r| r
             .as_str()
-            .is_some_and(|r| r.contains("100% of the excess from new sources"))),
+            .is_some_and(|r| r.contains("100% of the excess from new or hot sources"))),
         "{reasons:?}"
     );
     // The allow-list covers only its network: a surge from elsewhere is not a load test.

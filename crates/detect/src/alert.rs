@@ -183,6 +183,8 @@ pub struct Alert {
     pub top_sources: Vec<TopSource>,
     pub mitre_techniques: Vec<String>,
     pub suppressed: bool,
+    /// Why a rule explains the surge. With `Suppressed: false` (the `log-only` suppression
+    /// mode) the reason it would have been suppressed.
     pub suppression_reason: Option<String>,
     pub incident_id: Option<String>,
     /// Set when the alert judged only part of its bin (the input ended inside it, or a live

@@ -26,6 +26,29 @@ pub struct Window {
     pub reason: String,
 }
 
+/// What the suppression rules do with an alert they explain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuppressMode {
+    /// Mark it suppressed.
+    #[default]
+    Apply,
+    /// Emit it unsuppressed, naming the reason it would have been suppressed.
+    LogOnly,
+}
+
+impl SuppressMode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "apply" => Ok(SuppressMode::Apply),
+            "log-only" => Ok(SuppressMode::LogOnly),
+            _ => Err(format!(
+                "unknown suppression mode {s:?}: expected apply or log-only"
+            )),
+        }
+    }
+}
+
 /// Detector settings. Counts are connections per bin (5 minutes by default); shares are 0..1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -93,6 +116,25 @@ pub struct FloodwatchConfig {
     /// Allow-listed sources (`--allow-source`) carrying at least this share of the excess make
     /// a surge a load test, suppressed. Default `0.5`.
     pub allowed_share: f64,
+    /// A returning source making at least this multiple of its own largest clean-bin count is
+    /// *hot*: seen before, but not behaving like itself (a residential proxy or a compromised
+    /// customer router). Hot sources count with new ones against the flash-crowd suppression.
+    /// Default `10.0`.
+    pub hot_source_ratio: f64,
+    /// ... and at least this many connections in the bin. Default `30`.
+    pub hot_source_min: u64,
+    /// Surge on surge: during a suppressed flash crowd, a bin rising at least this share above
+    /// the crowd's recent level, with most of the step from new or hot sources, is an attack on
+    /// top of the crowd. Default `0.25`.
+    pub surge_step_ratio: f64,
+    /// How many bins a flash crowd's level is remembered after its last suppressed bin (the
+    /// level stays frozen, and remembered, while an attack on top of it goes on). Default `3`.
+    pub surge_hold_bins: u32,
+    /// `apply` (default): alerts that a suppression rule explains are emitted with
+    /// `Suppressed: true`. `log-only`: they are emitted unsuppressed, with the reason they would
+    /// have been suppressed in `WouldSuppressReason`, to trial the detector before trusting its
+    /// suppressions.
+    pub suppress: SuppressMode,
     /// Carpet bombing: at least this many devices rising together in one bin. Default `3`.
     pub carpet_min_devices: u32,
     /// Carpet bombing: the per-device rise (multiple of baseline) that counts when many devices
@@ -134,6 +176,11 @@ impl Default for FloodwatchConfig {
             single_source_share: 0.5,
             dominant_sources: 10,
             allowed_share: 0.5,
+            hot_source_ratio: 10.0,
+            hot_source_min: 30,
+            surge_step_ratio: 0.25,
+            surge_hold_bins: 3,
+            suppress: SuppressMode::Apply,
             carpet_min_devices: 3,
             carpet_rate_ratio: 1.5,
             mixed_share: 0.6,
@@ -195,6 +242,8 @@ impl FloodwatchConfig {
         check("novel_share", self.novel_share, 0.0, 1.0)?;
         check("single_source_share", self.single_source_share, 0.0, 1.0)?;
         check("allowed_share", self.allowed_share, 0.0, 1.0)?;
+        check("hot_source_ratio", self.hot_source_ratio, 1.0, 1e9)?;
+        check("surge_step_ratio", self.surge_step_ratio, 0.0, 1e6)?;
         check("mixed_share", self.mixed_share, 0.0, 1.0)?;
         check(
             "cold_min_prefix_spread",

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use floodwatch_core::{BinAgg, BinWidth};
 
-use super::config::{CompiledWindows, FloodwatchConfig};
-use super::device::{Assessment, DeviceState, GroupEval};
+use super::config::{CompiledWindows, FloodwatchConfig, SuppressMode};
+use super::device::{Assessment, DeviceState, GroupEval, Outcome};
 use crate::alert::{
     Alert, BaselineInfo, Confidence, PartialBin, RuleName, Severity, TopSource, Vector,
 };
@@ -133,7 +133,7 @@ impl Detector {
                 .entry(name.to_owned())
                 .or_insert_with(|| DeviceState::new(cfg, per_day));
             let by_carpet = carpet && a.moderate();
-            let alert = (a.triggered() || by_carpet).then(|| {
+            let built = (a.triggered() || by_carpet).then(|| {
                 build_alert(
                     cfg,
                     &self.windows,
@@ -146,8 +146,14 @@ impl Detector {
                     None,
                 )
             });
-            let unsuppressed = alert.as_ref().is_some_and(|al| !al.suppressed);
-            state.commit(&a, alert.is_some(), unsuppressed, cfg, per_day);
+            let outcome = Outcome {
+                flagged: built.is_some(),
+                unsuppressed: built.as_ref().is_some_and(|b| !b.0.suppressed),
+                flash_crowd: built.as_ref().is_some_and(|b| b.1.flash_crowd),
+                surge_attack: built.as_ref().is_some_and(|b| b.1.surge_attack),
+            };
+            state.commit(&a, outcome, cfg, per_day);
+            let alert = built.map(|b| b.0);
             if let Some(alert) = alert {
                 out.push(Scored {
                     alert,
@@ -222,6 +228,7 @@ impl Detector {
                 carpet.filter(|_| by_carpet),
                 Some((partial, fraction)),
             )
+            .0
         });
         Preview { alert, moderate }
     }
@@ -255,6 +262,15 @@ fn label<'a>(
     }
 }
 
+/// What the alert builder decided beyond the alert itself, for the device's state.
+#[derive(Clone, Copy, Debug, Default)]
+struct Verdict {
+    /// Explained as a flash crowd (whether or not `log-only` left it unsuppressed).
+    flash_crowd: bool,
+    /// Raised as an attack on top of an ongoing flash crowd.
+    surge_attack: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_alert(
     cfg: &FloodwatchConfig,
@@ -267,7 +283,7 @@ fn build_alert(
     carpet_devices: Option<usize>,
     // The unprojected stretch and its share of the bin, when `agg` is a projection of it.
     seen: Option<(&BinAgg, f64)>,
-) -> Alert {
+) -> (Alert, Verdict) {
     let time = width.start(a.bin);
     let (vector, groups) = label(cfg, a, carpet_devices.is_some());
     let primary = groups[0];
@@ -336,14 +352,59 @@ fn build_alert(
     let new_ratio = primary.novelty.source_share();
     if let Some(share) = new_ratio {
         reasons.push(format!(
-            "{} of sampled {} sources ({} of their connections) never seen on this device in {} days; {} of the excess from new sources (attack needs >= {})",
+            "{} of sampled {} sources ({} of their connections) never seen on this device in {} days",
             pct(share),
             primary.group.as_str(),
             pct(primary.novelty.conn_share().unwrap_or(0.0)),
             cfg.novelty_days,
+        ));
+    }
+    let hot = primary.novelty;
+    if hot.checked > 0 {
+        let returning = hot.checked - hot.new;
+        reasons.push(if hot.hot > 0 {
+            format!(
+                "{} of {} sampled returning sources not behaving like themselves: each made >= {:.0}x its own largest clean bin and >= {} connections (up to {:.0}x), {} of the sampled connections",
+                fmt_n(hot.hot as f64),
+                fmt_n(returning as f64),
+                cfg.hot_source_ratio,
+                cfg.hot_source_min,
+                hot.hot_max_ratio,
+                pct(hot.hot_share().unwrap_or(0.0))
+            )
+        } else {
+            format!(
+                "{} sampled returning sources, none above {:.0}x its own usual rate",
+                fmt_n(returning as f64),
+                cfg.hot_source_ratio
+            )
+        });
+    }
+    if !cold {
+        reasons.push(format!(
+            "{} of the excess from new or hot sources (attack needs >= {})",
             pct(primary.novel_excess),
             pct(cfg.novel_share)
         ));
+    }
+    if let Some(s) = primary.surge {
+        reasons.push(format!(
+            "{} a flash crowd going on since {}: {} connections vs its level {}, a step of {} ({} from new or hot sources; an attack on top needs a step >= {} with >= {} from them)",
+            if s.attack { "surge on surge: attack on top of" } else { "judged against" },
+            floodwatch_core::time::Rfc3339(width.start(s.level.since)),
+            fmt_n(primary.observed),
+            fmt_n(s.level.level),
+            fmt_n(s.step),
+            pct(s.step_unlike),
+            fmt_n(s.need),
+            pct(cfg.novel_share)
+        ));
+        if s.attack {
+            reasons.push(format!(
+                "the flash crowd's part ({} connections over the baseline before the step) was suppressed as such; the step is not",
+                fmt_n((s.level.level - primary.expected).max(0.0))
+            ));
+        }
     }
     reasons.push(format!(
         "sources spread over {:.2} /24 (/48) prefixes per source",
@@ -378,6 +439,7 @@ fn build_alert(
     }
 
     // Suppression, most specific first.
+    let mut flash_crowd = false;
     let dominant = &top[..top.len().min(cfg.dominant_sources)];
     let top_n: u64 = dominant.iter().map(|t| t.count).sum();
     let few_sources = groups.iter().all(|g| g.sources < cfg.min_sources);
@@ -412,10 +474,12 @@ fn build_alert(
             fmt_n(top_n as f64),
             pct((top_n as f64 / excess).min(1.0))
         ))
-    } else if !cold && primary.novel_excess < cfg.novel_share {
+    } else if !cold && primary.novel_excess < cfg.novel_share && !primary.surge_attack() {
+        flash_crowd = true;
         Some(format!(
-            "flash crowd: only {} of the excess came from new sources (< {}); the surge is mostly returning sources",
+            "flash crowd: only {} of the excess came from new sources or from returning ones at >= {:.0}x their own usual rate (< {}); the surge is mostly returning sources behaving as usual",
             pct(primary.novel_excess),
+            cfg.hot_source_ratio,
             pct(cfg.novel_share)
         ))
     } else {
@@ -427,14 +491,40 @@ fn build_alert(
         .iter()
         .map(|g| g.observed / g.threshold.max(1.0))
         .fold(0.0, f64::max);
-    let mut points = 0;
-    points += (ratio_to_threshold >= 2.0) as u32;
-    points += new_ratio.is_some_and(|s| s >= 0.8) as u32;
-    points += (persistence >= cfg.persistence_bins) as u32;
-    points += (!cold && a.sources as f64 >= 3.0 * base_sources.max(1.0)) as u32;
-    points += primary.rate_cv().is_some_and(|cv| cv <= 1.0) as u32;
-    points += (a.prefix_spread >= 0.5) as u32;
-    points += groups.iter().any(|g| g.cusum_alarm) as u32;
+    let signals: [(bool, String); 7] = [
+        (
+            ratio_to_threshold >= 2.0,
+            format!("{ratio_to_threshold:.1}x the threshold"),
+        ),
+        (
+            new_ratio.is_some_and(|s| s >= 0.8),
+            format!("{} new sources", pct(new_ratio.unwrap_or(0.0))),
+        ),
+        (
+            persistence >= cfg.persistence_bins,
+            format!("{persistence} bins in a row"),
+        ),
+        (
+            !cold && a.sources as f64 >= 3.0 * base_sources.max(1.0),
+            format!(
+                "{:.1}x the usual distinct sources",
+                a.sources as f64 / base_sources.max(1.0)
+            ),
+        ),
+        (
+            primary.rate_cv().is_some_and(|cv| cv <= 1.0),
+            "uniform per-source rates".to_owned(),
+        ),
+        (
+            a.prefix_spread >= 0.5,
+            format!("wide prefix spread {:.2}", a.prefix_spread),
+        ),
+        (
+            groups.iter().any(|g| g.cusum_alarm),
+            "a sustained rise (CUSUM)".to_owned(),
+        ),
+    ];
+    let points = signals.iter().filter(|s| s.0).count() as u32;
     let confidence = if points >= 4 && (persistence >= cfg.persistence_bins || points >= 5) {
         Confidence::High
     } else if points >= 2 {
@@ -442,14 +532,17 @@ fn build_alert(
     } else {
         Confidence::Low
     };
-    let severity = if suppression.is_some() {
-        Severity::Informational
-    } else if confidence == Confidence::High && ratio_to_threshold >= 2.0 {
+    let unsuppressed_severity = if confidence == Confidence::High && ratio_to_threshold >= 2.0 {
         Severity::High
     } else if confidence >= Confidence::Medium || ratio_to_threshold >= 2.0 {
         Severity::Medium
     } else {
         Severity::Low
+    };
+    let severity = if suppression.is_some() {
+        Severity::Informational
+    } else {
+        unsuppressed_severity
     };
 
     let (request_count, unique, bytes) = if groups.len() == 1 {
@@ -485,7 +578,37 @@ fn build_alert(
     };
     let threshold: f64 = groups.iter().map(|g| g.threshold).sum();
     let spread = groups.iter().map(|g| g.spread).fold(0.0, f64::max);
-    Alert {
+    // A suppression is auditable: what spoke for an attack, and what against.
+    if let Some(r) = &suppression {
+        let for_attack: Vec<&str> = signals
+            .iter()
+            .filter(|s| s.0)
+            .map(|s| s.1.as_str())
+            .collect();
+        reasons.push(format!(
+            "evidence for an attack: {}; against: {r}",
+            if for_attack.is_empty() {
+                "none of the confidence signals".to_owned()
+            } else {
+                for_attack.join(", ")
+            }
+        ));
+    }
+    let log_only = suppression.is_some() && cfg.suppress == SuppressMode::LogOnly;
+    if log_only && let Some(r) = &suppression {
+        reasons.insert(0, format!("log-only: would have been suppressed: {r}"));
+    }
+    let suppressed = suppression.is_some() && !log_only;
+    let severity = if log_only {
+        unsuppressed_severity
+    } else {
+        severity
+    };
+    let verdict = Verdict {
+        flash_crowd,
+        surge_attack: primary.surge_attack() && suppression.is_none(),
+    };
+    let alert = Alert {
         time_generated: time,
         device_name: device.to_owned(),
         request_count,
@@ -508,11 +631,12 @@ fn build_alert(
         new_source_ratio: new_ratio,
         top_sources: top,
         mitre_techniques: vector.mitre().iter().map(|s| s.to_string()).collect(),
-        suppressed: suppression.is_some(),
+        suppressed,
         suppression_reason: suppression,
         incident_id: None,
         partial,
-    }
+    };
+    (alert, verdict)
 }
 
 /// Whether the part of a bin that a partial alert judged stands out of the noise on its own:

@@ -16,7 +16,7 @@ use floodwatch_core::{BinAgg, Class, SourceSketch};
 
 use super::baseline::{Baseline, BaselineKind, BinRecord, History, INBOUND, SOURCES};
 use super::config::FloodwatchConfig;
-use super::novelty::{Novelty, SourceHistory};
+use super::novelty::{HotRule, Novelty, SourceHistory};
 use crate::alert::Vector;
 
 /// The traffic a flood vector is measured on.
@@ -104,9 +104,14 @@ pub struct GroupEval {
     /// Distinct sources of the group.
     pub sources: u64,
     pub novelty: Novelty,
-    /// Share of the excess connections that came from new sources, 0..1 (cold: the share of
-    /// connections from new sources).
+    /// Share of the group's connections from sources unlike known visitors (new, or returning
+    /// hot: see [`HotRule`]).
+    pub unlike: f64,
+    /// Share of the excess connections that came from new or hot sources, 0..1 (cold: the share
+    /// of connections from them).
     pub novel_excess: f64,
+    /// Against an ongoing flash crowd's level, when one is remembered.
+    pub surge: Option<SurgeEval>,
     /// CUSUM after this bin.
     pub cusum: f64,
     /// The group's source sample (unordered), kept for [`GroupEval::rate_cv`]: most bins
@@ -120,6 +125,33 @@ pub struct GroupEval {
     pub cold_hit: bool,
 }
 
+/// A flash crowd's level, remembered while it lasts so that an attack on top of it is judged
+/// against the crowd and not only against the normal baseline (a flood timed to a sale).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Surge {
+    /// The group's connections in the crowd's last suppressed bin.
+    pub level: f64,
+    /// Of those, the connections from new or hot sources.
+    pub unlike: f64,
+    /// First bin of the crowd.
+    pub since: i64,
+    /// Last bin the level was confirmed in (a suppressed crowd bin, or an attack bin on top).
+    pub last: i64,
+}
+
+/// A bin judged against an ongoing flash crowd.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SurgeEval {
+    pub level: Surge,
+    /// Connections above the crowd's level.
+    pub step: f64,
+    /// Share of the step from new or hot sources.
+    pub step_unlike: f64,
+    /// The step needed: `surge_step_ratio` of the level, and beyond the noise.
+    pub need: f64,
+    /// The step is an attack on top of the crowd.
+    pub attack: bool,
+}
 impl GroupEval {
     /// Coefficient of variation of per-source connection counts in the sample.
     pub fn rate_cv(&self) -> Option<f64> {
@@ -141,8 +173,26 @@ impl GroupEval {
     }
 
     pub fn triggered(&self) -> bool {
-        self.one_bin || self.cusum_alarm || self.cold_hit
+        self.one_bin || self.cusum_alarm || self.cold_hit || self.surge_attack()
     }
+
+    /// An attack stepping up on top of an ongoing flash crowd.
+    pub fn surge_attack(&self) -> bool {
+        self.surge.is_some_and(|s| s.attack)
+    }
+}
+
+/// How a scored bin came out, for [`DeviceState::commit`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Any alert, suppressed or not.
+    pub flagged: bool,
+    /// An alert that is not suppressed.
+    pub unsuppressed: bool,
+    /// Explained as a flash crowd (suppressed, or would be in `log-only` mode).
+    pub flash_crowd: bool,
+    /// Raised as an attack on top of an ongoing flash crowd.
+    pub surge_attack: bool,
 }
 
 /// The evidence about one device in one bin; see [`DeviceState::assess`].
@@ -186,6 +236,9 @@ pub struct DeviceState {
     streak: u32,
     /// Last bin at which old sources were expired.
     last_expiry: i64,
+    /// Per vector group: the flash crowd going on, if any.
+    #[serde(default)]
+    surge: [Option<Surge>; 4],
 }
 
 /// Per-source rate uniformity: bots send alike, people do not.
@@ -215,6 +268,7 @@ impl DeviceState {
             cusum: [0.0; 4],
             streak: 0,
             last_expiry: i64::MIN,
+            surge: [None; 4],
         }
     }
 
@@ -256,7 +310,7 @@ impl DeviceState {
     /// judges novelty); `None` when none of its sample could be checked.
     pub fn new_source_share(&self, agg: &BinAgg) -> Option<f64> {
         self.sources
-            .novelty_of(&agg.sources.sample_unordered())
+            .novelty_of(&agg.sources.sample_unordered(), HotRule::NEVER)
             .source_share()
     }
 
@@ -284,6 +338,10 @@ impl DeviceState {
             0.0
         };
         let base_new = baseline.new_share.unwrap_or(0.0);
+        let hot = HotRule {
+            ratio: cfg.hot_source_ratio,
+            min_conns: cfg.hot_source_min,
+        };
         // The cold test needs no CUSUM; elsewhere an idle gap lets the sums decay.
         let gap = self
             .history
@@ -295,12 +353,14 @@ impl DeviceState {
             .map(|&g| {
                 let observed = g.count(agg) as f64;
                 let sample = g.sketch(agg).sample_unordered();
-                let novelty = self.sources.novelty_of(&sample);
+                let novelty = self.sources.novelty_of(&sample, hot);
                 // A vector's sources are a subset of the bin's: both are estimates from samples
                 // of the same hashes once saturated, so the vector's is capped at the bin's and
                 // the numbers of one alert never contradict each other.
                 let group_sources = sample.distinct_u64().min(sources.round() as u64);
-                let conn_new = novelty.conn_share().unwrap_or(0.0);
+                // New sources, and returning ones far above their own usual rate: neither is a
+                // customer coming back as usual.
+                let conn_new = novelty.unlike_share().unwrap_or(0.0);
                 let m = baseline.metric[g as usize];
                 let expected = if cold { 0.0 } else { m.median };
                 let spread = m
@@ -333,6 +393,7 @@ impl DeviceState {
                 let mut cusum_alarm = false;
                 let mut moderate = false;
                 let mut cold_hit = false;
+                let mut surge = None;
                 let one_bin;
                 if cold {
                     one_bin = false;
@@ -353,6 +414,28 @@ impl DeviceState {
                         && elevated
                         && novel
                         && group_sources >= cfg.min_sources;
+                    surge = self.surge[g as usize]
+                        .filter(|s| bin - s.last <= cfg.surge_hold_bins as i64 + 1)
+                        .map(|level| {
+                            let step = observed - level.level;
+                            let step_unlike = if step > 0.0 {
+                                ((conn_new * observed - level.unlike) / step).clamp(0.0, 1.0)
+                            } else {
+                                0.0
+                            };
+                            let need = (level.level * cfg.surge_step_ratio)
+                                .max(cfg.z_threshold * level.level.max(1.0).sqrt())
+                                .max(cfg.min_excess);
+                            SurgeEval {
+                                level,
+                                step,
+                                step_unlike,
+                                need,
+                                attack: step >= need
+                                    && step_unlike >= cfg.novel_share
+                                    && group_sources >= cfg.min_sources,
+                            }
+                        });
                     moderate = observed >= expected * cfg.carpet_rate_ratio
                         && excess >= cfg.z_threshold / 2.0 * spread
                         && excess >= cfg.min_excess / 2.0
@@ -368,7 +451,9 @@ impl DeviceState {
                     ratio_used,
                     sources: group_sources,
                     novelty,
+                    unlike: conn_new,
                     novel_excess,
+                    surge,
                     cusum,
                     sample,
                     one_bin,
@@ -384,32 +469,39 @@ impl DeviceState {
             groups,
             sources: sources.round() as u64,
             prefix_spread,
-            novelty: self.sources.novelty_of(&all_sources),
+            novelty: self.sources.novelty_of(&all_sources, hot),
             history_bins: self.history.len(),
             inbound: agg.inbound(),
             all_sources,
         }
     }
 
-    /// Records the outcome of `bin`: `flagged` bins (any alert) and suspect bins (a slow rise
-    /// from mostly new sources) stay out of baselines and their sources out of the novelty
-    /// history (else an attack's second bin would look like returning visitors);
-    /// `unsuppressed` extends the persistence streak. The bin's sources come with `a`.
+    /// Records the outcome of `bin`: flagged bins (any alert) and suspect bins (a slow rise
+    /// from mostly new sources) stay out of baselines and their sources out of the novelty and
+    /// per-source history (else an attack's second bin, or the same botnet a day later, would
+    /// look like returning visitors); an unsuppressed alert extends the persistence streak; a
+    /// flash crowd sets the level an attack on top of it is judged against, which stays frozen
+    /// while such an attack goes on. The bin's sources come with `a`.
     pub fn commit(
         &mut self,
         a: &Assessment,
-        flagged: bool,
-        unsuppressed: bool,
+        outcome: Outcome,
         cfg: &FloodwatchConfig,
         per_day: i64,
     ) {
+        let Outcome {
+            flagged,
+            unsuppressed,
+            ..
+        } = outcome;
         let mut rec = BinRecord::default();
         for g in &a.groups {
             rec.v[g.group as usize] = g.observed as f32;
         }
         rec.v[INBOUND] = a.inbound as f32;
         rec.v[SOURCES] = a.sources as f32;
-        rec.new_share = a.novelty.conn_share().map(|s| s as f32);
+        // The usual share of unlike-known-visitor connections, as the tests measure it.
+        rec.new_share = a.novelty.unlike_share().map(|s| s as f32);
         rec.flagged = flagged;
         rec.suspect = a
             .groups
@@ -427,6 +519,22 @@ impl DeviceState {
         }
         for g in &a.groups {
             self.cusum[g.group as usize] = g.cusum;
+            let slot = &mut self.surge[g.group as usize];
+            if outcome.flash_crowd && g.triggered() && !g.surge_attack() {
+                let since = g.surge.map_or(a.bin, |s| s.level.since);
+                *slot = Some(Surge {
+                    level: g.observed,
+                    unlike: g.unlike * g.observed,
+                    since,
+                    last: a.bin,
+                });
+            } else if outcome.surge_attack
+                && let Some(s) = slot.as_mut()
+            {
+                s.last = a.bin;
+            } else if slot.is_some_and(|s| a.bin - s.last > cfg.surge_hold_bins as i64) {
+                *slot = None;
+            }
         }
         self.streak = if unsuppressed {
             self.streak.saturating_add(1)
@@ -476,7 +584,11 @@ mod tests {
         let mut agg = BinAgg::default();
         for b in 0..20 {
             let a = s.assess(b, &agg, &cfg, 288);
-            s.commit(&a, b == 7, false, &cfg, 288);
+            let outcome = Outcome {
+                flagged: b == 7,
+                ..Outcome::default()
+            };
+            s.commit(&a, outcome, &cfg, 288);
             agg.rows += 1;
         }
         let j = serde_json::to_string(&s).unwrap();

@@ -96,7 +96,7 @@ use std::collections::{BTreeMap, HashMap};
 use floodwatch_core::time::{Nanos, Rfc3339};
 use floodwatch_core::{Aggregates, BinAgg};
 
-pub use config::{FloodwatchConfig, Window};
+pub use config::{FloodwatchConfig, SuppressMode, Window};
 pub use detector::{Detector, DetectorState, Preview, Scored, stands_out};
 pub use device::{DeviceState, Group};
 pub use incident::{AlertBin, Incident, IncidentKind, Peak};
