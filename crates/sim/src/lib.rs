@@ -149,10 +149,10 @@ pub struct SimSummary {
 /// Arrival order of written rows. Event Hubs delivers each partition in order, but a reader
 /// of several partitions interleaves them, one running ahead of another by up to
 /// `disorder_secs`. Each row goes to one of [`Arrival::PARTITIONS`] partitions; a partition
-/// lags by an amount that moves smoothly (linearly between random values every 5 minutes,
-/// slower than time passes, so a partition stays in order) within `[0, disorder]`; rows
-/// arrive in order of time plus lag. A row thus never arrives after one more than `disorder`
-/// newer than itself.
+/// lags by an amount that moves smoothly within `[0, disorder]` (linearly between random
+/// values every 5 minutes: for a disorder under 5 minutes slower than time passes, so each
+/// partition stays in order); rows arrive in order of time plus lag. A row thus never arrives
+/// after one more than `disorder` newer than itself.
 struct Arrival {
     max_lag: Nanos,
     seed: u64,

@@ -663,8 +663,6 @@ mod hard {
         let (_, l) = label(w, name);
         let mut out = Vec::new();
         for d in &l.devices {
-            let mut one = l.clone();
-            one.devices = vec![d.clone()];
             let dev = device(w, d);
             let (tag, _) = label(w, name);
             each_slot(w, dev, l.end, |t0, rows| {
