@@ -187,8 +187,10 @@ pub struct DetectArgs {
 
 #[derive(Args, Debug)]
 pub struct SimulateArgs {
-    /// What to simulate: `scenarios` (days of traffic with every labelled scenario) or `bench`
-    /// (the benchmark dataset).
+    /// What to simulate: `scenarios` (three days of traffic with every labelled scenario),
+    /// `hard` (five days, fifteen devices: those scenarios plus attacks hidden in legitimate
+    /// traffic, the detector's hard paths, mixed benign surges, a sensor outage, rows out of
+    /// order by up to 90 s) or `bench` (the benchmark dataset).
     #[arg(long, default_value = "scenarios")]
     pub profile: String,
     /// Random seed: the same seed writes the same bytes.

@@ -860,15 +860,10 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
 
 fn simulate(a: SimulateArgs) -> Result<ExitCode> {
     use floodwatch_sim::{OutputFormat, SimConfig, SimProfile};
-    let profile = match a.profile.as_str() {
-        "scenarios" => SimProfile::Scenarios,
-        "bench" => SimProfile::Bench,
-        p => {
-            return Err(usage(format!(
-                "--profile {p:?}: expected scenarios or bench"
-            )));
-        }
-    };
+    let profile: SimProfile = a
+        .profile
+        .parse()
+        .map_err(|e| usage(format!("--profile: {e}")))?;
     let mut cfg = SimConfig::new(profile);
     cfg.seed = a.seed;
     if let Some(x) = a.scale {

@@ -5,6 +5,14 @@
 //! window that is not bin-aligned (a hand-written label) still matches the bins it touches.
 //! Suppressed alerts never count against a detector: they are the detector saying "this looked
 //! like an attack, but a declared reason explains it", which is what benign scenarios want.
+//!
+//! Labels may overlap: an attack inside a benign surge (a flood launched during a flash sale)
+//! has a benign label for the whole surge and an attack label for the flood. An alert of a
+//! device in a bin that an attack label of that device covers belongs to the attack only; the
+//! benign scenario is judged on its other bins. A benign label that ends where the attack's
+//! starts (bins are half-open) works the same way. A ramp's label may carry `DetectFrom`, the
+//! bin from which it stands at 5x its baseline: its time to detect counts from there, and an
+//! alert before it is in time (`detect_bins` 0).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -118,20 +126,28 @@ pub struct ScenarioResult {
     pub start: Nanos,
     #[serde(serialize_with = "ser_time")]
     pub end: Nanos,
+    /// The label's `DetectFrom`, from which time to detect counts (ramps).
+    #[serde(
+        serialize_with = "ser_opt_time",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub detect_from: Option<Nanos>,
     pub outcome: Outcome,
     /// Bin start of the first unsuppressed alert in the window.
     #[serde(serialize_with = "ser_opt_time")]
     pub first_alert: Option<Nanos>,
-    /// Bins from the scenario start to the end of the first alert's bin (1 = the first bin).
+    /// Bins from the scenario start (or its `DetectFrom`) to the end of the first alert's bin
+    /// (1 = the first bin; 0 = before `DetectFrom`).
     pub detect_bins: Option<u32>,
     /// The same in minutes.
     pub detect_minutes: Option<f64>,
     pub labelled_vector: Option<Vector>,
     /// Vector of the first unsuppressed alert.
     pub reported_vector: Option<Vector>,
-    /// Unsuppressed alerts (device bins) in the window.
+    /// Unsuppressed alerts (device bins) in the window (for a benign scenario, outside the
+    /// bins an overlapping attack label of the same device covers).
     pub alerts: u64,
-    /// Suppressed alerts in the window.
+    /// Suppressed alerts in the window (the same bins).
     pub suppressed: u64,
     /// How many of the scenario's devices raised an unsuppressed alert.
     pub devices_alerted: usize,
@@ -187,6 +203,13 @@ fn overlaps(a: &Alert, l: &Label, w: Nanos) -> bool {
     a.time_generated < l.end && a.time_generated + w > l.start && l.devices.contains(&a.device_name)
 }
 
+/// Whether an attack label of the alert's device covers its bin.
+fn in_attack(a: &Alert, labels: &[Label], w: Nanos) -> bool {
+    labels
+        .iter()
+        .any(|l| l.kind == LabelKind::Attack && overlaps(a, l, w))
+}
+
 /// Scores `alerts` against `labels`. `aggs_span` is the data's (start, end); the warm-up counts
 /// from its start.
 pub fn evaluate(
@@ -203,7 +226,10 @@ pub fn evaluate(
         let mut n = 0u64;
         let mut suppressed = 0u64;
         let mut devs = BTreeSet::new();
-        for a in alerts.iter().filter(|a| overlaps(a, l, w)) {
+        let mine = alerts.iter().filter(|a| {
+            overlaps(a, l, w) && (l.kind == LabelKind::Attack || !in_attack(a, labels, w))
+        });
+        for a in mine {
             if a.suppressed {
                 suppressed += 1;
                 continue;
@@ -216,7 +242,8 @@ pub fn evaluate(
                 first = Some(a);
             }
         }
-        let delay = first.map(|f| (f.time_generated + w - l.start).max(0));
+        let from = l.detect_from.unwrap_or(l.start);
+        let delay = first.map(|f| (f.time_generated + w - from).max(0));
         let detect_bins = delay.map(|d| ((d + w - 1) / w) as u32);
         let outcome = match (l.kind, detect_bins) {
             (LabelKind::Attack, Some(b)) if b <= targets.max_detect_bins => Outcome::Detected,
@@ -231,6 +258,7 @@ pub fn evaluate(
             devices: l.devices.clone(),
             start: l.start,
             end: l.end,
+            detect_from: l.detect_from,
             outcome,
             first_alert: first.map(|f| f.time_generated),
             detect_bins,
@@ -292,9 +320,16 @@ pub fn evaluate(
 
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nw = self
+            .scenarios
+            .iter()
+            .map(|s| s.scenario.len())
+            .max()
+            .unwrap_or(0)
+            .max(18);
         writeln!(
             f,
-            "{:<18} {:<7} {:<9} {:<17} {:<27} {:>9} {:>7} {:>6}  devices",
+            "{:<nw$} {:<7} {:<9} {:<17} {:<27} {:>9} {:>7} {:>6}  devices",
             "scenario",
             "kind",
             "result",
@@ -313,7 +348,7 @@ impl fmt::Display for EvalReport {
             let start = Rfc3339(s.start).to_string();
             writeln!(
                 f,
-                "{:<18} {:<7} {:<9} {:<17} {:<27} {:>9} {:>7} {:>6}  {}{}",
+                "{:<nw$} {:<7} {:<9} {:<17} {:<27} {:>9} {:>7} {:>6}  {}{}",
                 s.scenario,
                 s.kind.as_str(),
                 s.outcome.as_str(),
@@ -410,6 +445,7 @@ mod tests {
             end: T0 + to_min * M,
             vector: (kind == LabelKind::Attack).then_some(Vector::HttpsFlood),
             allow_sources: vec![],
+            detect_from: None,
         }
     }
 
@@ -524,6 +560,72 @@ mod tests {
             Some(1),
             "3 minutes after the start"
         );
+    }
+
+    /// A flood inside a benign surge: the attack's bins count for the attack; the surge is
+    /// judged on its other bins, whether its label overlaps the attack's or ends at its start.
+    #[test]
+    fn an_attack_inside_a_benign_surge_is_judged_apart() {
+        let overlapping = [
+            label("sale", LabelKind::Benign, &["a"], 100, 190),
+            label("sale-flood", LabelKind::Attack, &["a"], 115, 145),
+        ];
+        let adjacent = [
+            label("sale", LabelKind::Benign, &["a"], 100, 115),
+            label("sale-flood", LabelKind::Attack, &["a"], 115, 145),
+        ];
+        let quiet_sale = [
+            alert("a", 100, true, None), // the sale: suppressed
+            alert("a", 105, true, None),
+            alert("a", 115, false, None), // the flood, first bin
+            alert("a", 120, false, None),
+            alert("a", 150, true, None),  // the sale again
+            alert("b", 120, false, None), // another device: normal traffic
+        ];
+        for labels in [&overlapping, &adjacent] {
+            let r = run(&quiet_sale, labels);
+            let (sale, flood) = (&r.scenarios[0], &r.scenarios[1]);
+            assert_eq!(sale.outcome, Outcome::Quiet, "{r}");
+            assert_eq!(flood.outcome, Outcome::Detected);
+            assert_eq!((flood.detect_bins, flood.alerts), (Some(1), 2));
+            assert_eq!(r.normal_false_positives.len(), 1, "{r}");
+        }
+        assert_eq!(run(&quiet_sale, &overlapping).scenarios[0].suppressed, 3);
+        // An unsuppressed alert in the sale outside the flood still flags the sale.
+        let mut flagged = quiet_sale.to_vec();
+        flagged.push(alert("a", 160, false, None));
+        let r = run(&flagged, &overlapping);
+        assert_eq!(r.scenarios[0].outcome, Outcome::Flagged);
+        assert_eq!(r.scenarios[0].alerts, 1);
+        assert_eq!(r.benign_alerts, 1);
+        // The same alert after the adjacent label's end is normal traffic.
+        let r = run(&flagged, &adjacent);
+        assert_eq!(r.scenarios[0].outcome, Outcome::Quiet);
+        assert_eq!(r.normal_false_positives.len(), 2);
+    }
+
+    /// A ramp is timed from `DetectFrom`; alerting before it is in time, after it late.
+    #[test]
+    fn ramps_are_timed_from_detect_from() {
+        let mut ramp = label("ramp", LabelKind::Attack, &["a"], 100, 190);
+        ramp.detect_from = Some(T0 + 125 * M);
+        let r = run(&[alert("a", 130, false, None)], std::slice::from_ref(&ramp));
+        let s = &r.scenarios[0];
+        assert_eq!((s.outcome, s.detect_bins), (Outcome::Detected, Some(2)));
+        assert_eq!(s.detect_minutes, Some(10.0));
+        let r = run(&[alert("a", 110, false, None)], std::slice::from_ref(&ramp));
+        assert_eq!(r.scenarios[0].detect_bins, Some(0), "before it stood at 5x");
+        assert!(r.passed());
+        let r = run(&[alert("a", 135, false, None)], std::slice::from_ref(&ramp));
+        assert_eq!(
+            (r.scenarios[0].outcome, r.scenarios[0].detect_bins),
+            (Outcome::Late, Some(3))
+        );
+        let j = serde_json::to_value(&r).unwrap();
+        assert_eq!(j["Scenarios"][0]["DetectFrom"], "2025-12-22T02:05:00Z");
+        let plain = run(&[], &[label("x", LabelKind::Attack, &["a"], 100, 130)]);
+        let j = serde_json::to_value(&plain).unwrap();
+        assert!(j["Scenarios"][0].get("DetectFrom").is_none());
     }
 
     #[test]

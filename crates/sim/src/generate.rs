@@ -20,7 +20,7 @@ use floodwatch_core::time::{NANOS_PER_DAY, NANOS_PER_HOUR, NANOS_PER_MIN, Nanos}
 
 use crate::config::{SimConfig, SimProfile};
 use crate::record::*;
-use crate::scenario::{self, Effect, Flood, Label, Pool, Volume};
+use crate::scenario::{self, Effect, Flood, Label, Outage, Pool, Volume};
 
 /// The generator's time step. Scenario windows are aligned to it.
 pub(crate) const SLOT: Nanos = 5 * NANOS_PER_MIN;
@@ -155,35 +155,62 @@ const DEVICE_SPECS: [Spec; 8] = [
     },
 ];
 
+/// The `hard` profile's devices 8 and 9, before its further web servers: a national
+/// service's portal with many returning visitors, and a web shop with a heavy day.
+const HARD_SPECS: [Spec; 2] = [
+    Spec {
+        name: "portal01.contoso.com",
+        group: "Citizen Portal",
+        role: Role::Web,
+        peak: 1_600.0,
+        process: P_W3WP,
+        population: 60_000,
+        zipf_s: 1.05,
+    },
+    Spec {
+        name: "store01.contoso.com",
+        group: "Shop",
+        role: Role::Web,
+        peak: 3_000.0,
+        process: P_NGINX,
+        population: 80_000,
+        zipf_s: 1.05,
+    },
+];
+
 /// One simulated device and everything about it that does not change.
 pub(crate) struct Device {
     pub name: String,
     pub id_hex: String,
     pub group: String,
     pub local_ip: Ip,
-    role: Role,
+    pub(crate) role: Role,
     peak: f64,
     process: u8,
     /// First moment the device reports anything.
-    appears: Nanos,
-    population: Vec<Ip>,
+    pub(crate) appears: Nanos,
+    pub(crate) population: Vec<Ip>,
     zipf: Option<Zipf<f64>>,
 }
 
 /// What changes as a device's traffic is generated: who it has seen, its `ReportId` counter.
 #[derive(Clone, Debug)]
 pub(crate) struct DeviceState {
-    seen: Vec<bool>,
-    seen_list: Vec<u32>,
+    pub(crate) seen: Vec<bool>,
+    pub(crate) seen_list: Vec<u32>,
     next_report: i64,
+    /// Returning clients picked for a `Pool::Mixed` scenario when it started on this device,
+    /// by tag (indices into the population), so the same addresses send in every slot.
+    picked: Vec<(u16, Vec<u32>)>,
 }
 
 /// The simulated world: devices, botnets and scenarios.
 pub(crate) struct World {
     pub devices: Vec<Device>,
     pub labels: Vec<Label>,
-    effects: Vec<Effect>,
-    botnets: Vec<Vec<Ip>>,
+    pub(crate) effects: Vec<Effect>,
+    pub(crate) botnets: Vec<Vec<Ip>>,
+    outages: Vec<Outage>,
     monitor_ip: Ip,
     seed: u64,
     /// Volume multiplier of the profile times the user's scale.
@@ -256,12 +283,23 @@ impl World {
         let start = cfg.start_aligned();
         let end = cfg.end();
         let profile_volume = match cfg.profile {
-            SimProfile::Scenarios => 1.0,
+            SimProfile::Scenarios | SimProfile::Hard => 1.0,
             SimProfile::Bench => 9.9,
+        };
+        let hard = cfg.profile == SimProfile::Hard;
+        let fixed = if hard {
+            DEVICE_SPECS.len() + HARD_SPECS.len()
+        } else {
+            DEVICE_SPECS.len()
         };
         let mut devices = Vec::with_capacity(cfg.devices);
         for i in 0..cfg.devices {
-            let (name, group, role, peak, process, population, zipf_s) = match DEVICE_SPECS.get(i) {
+            let spec = match i.checked_sub(DEVICE_SPECS.len()) {
+                None => DEVICE_SPECS.get(i),
+                Some(j) if hard => HARD_SPECS.get(j),
+                Some(_) => None,
+            };
+            let (name, group, role, peak, process, population, zipf_s) = match spec {
                 Some(s) => (
                     s.name.to_owned(),
                     s.group,
@@ -272,7 +310,7 @@ impl World {
                     s.zipf_s,
                 ),
                 None => {
-                    let n = i - DEVICE_SPECS.len() + 6;
+                    let n = i - fixed + 6;
                     let var = (hash_bytes(&n.to_le_bytes()) % 100) as f64;
                     (
                         format!("web{n:02}.contoso.com"),
@@ -286,12 +324,17 @@ impl World {
                 }
             };
             let appears = match (cfg.profile, i) {
-                (SimProfile::Scenarios, scenario::WEB05) => start + scenario::WEB05_APPEARS,
-                (SimProfile::Scenarios, scenario::SHOP01) => start + scenario::SHOP01_APPEARS,
+                (SimProfile::Scenarios | SimProfile::Hard, scenario::WEB05) => {
+                    start + scenario::WEB05_APPEARS
+                }
+                (SimProfile::Scenarios | SimProfile::Hard, scenario::SHOP01) => {
+                    start + scenario::SHOP01_APPEARS
+                }
+                (SimProfile::Hard, scenario::WEB10) => start + scenario::WEB10_APPEARS,
                 _ => start,
             };
             let population = match cfg.profile {
-                SimProfile::Scenarios => population,
+                SimProfile::Scenarios | SimProfile::Hard => population,
                 SimProfile::Bench => population * 3,
             };
             let mut rng = rng_for(cfg.seed, i as u64, 0x706f_7075_6c61_7469);
@@ -345,7 +388,7 @@ impl World {
                     .map(|_| {
                         if rng.random_bool(spec.cloud_share) {
                             cloud_v4(&mut rng)
-                        } else if rng.random_bool(0.05) {
+                        } else if rng.random_bool(spec.v6_share) {
                             public_v6(&mut rng)
                         } else {
                             public_v4(&mut rng)
@@ -359,6 +402,7 @@ impl World {
             labels: plan.labels,
             effects: plan.effects,
             botnets,
+            outages: plan.outages,
             monitor_ip,
             seed: cfg.seed,
             volume: profile_volume * cfg.scale,
@@ -376,6 +420,7 @@ impl World {
                 seen: vec![false; d.population.len()],
                 seen_list: Vec::new(),
                 next_report: 10_000 + (mix64(self.seed ^ i as u64) % 90_000) as i64,
+                picked: Vec::new(),
             })
             .collect()
     }
@@ -387,7 +432,7 @@ impl World {
     }
 
     /// Expected inbound connections of a device in the slot starting at `t`.
-    fn expected(&self, dev: usize, t: Nanos) -> f64 {
+    pub(crate) fn expected(&self, dev: usize, t: Nanos) -> f64 {
         let d = &self.devices[dev];
         let mid = t + SLOT / 2;
         let hour = mid.rem_euclid(NANOS_PER_DAY) as f64 / NANOS_PER_HOUR as f64;
@@ -425,6 +470,14 @@ impl World {
     ) {
         let d = &self.devices[dev];
         if t0 + SLOT <= d.appears {
+            return;
+        }
+        if self
+            .outages
+            .iter()
+            .any(|o| o.device == dev && o.start <= t0 && t0 < o.end)
+        {
+            // The sensor is down: nothing reaches the table, not even the hourly roll-ups.
             return;
         }
         let slot_index = t0.div_euclid(SLOT);
@@ -529,9 +582,65 @@ impl World {
                 for j in 0..n_src {
                     let ip = pool[(offset + j) % pool.len()];
                     let c = g.rng.random_range(lo..=hi);
+                    if e.flood == Flood::SynRollup {
+                        g.syn_rollup(ip, c, e.tag);
+                    } else {
+                        for _ in 0..c {
+                            g.flood(e.flood, ip, e.tag);
+                        }
+                    }
+                }
+            }
+            Pool::Mixed {
+                botnet,
+                returning_share,
+            } => {
+                let bots = &self.botnets[*botnet];
+                let share = returning_share.clamp(0.0, 0.95);
+                let n_ret = (bots.len() as f64 * share / (1.0 - share)).round() as usize;
+                let returning = g.st.pick_returning(e.tag, n_ret, &mut g.rng);
+                let n = bots.len() + returning.len();
+                if n == 0 {
+                    return;
+                }
+                let share = returning.len() as f64 / n as f64;
+                let (floor, top) = e.per_source;
+                let a = heavy_exponent(n, conns, floor as f64, top as f64);
+                let (mut bi, mut ri) = (0, 0);
+                for j in 0..n {
+                    // Interleaved: source j is returning when the running count of returning
+                    // sources steps up, so both kinds hold every stretch of ranks.
+                    let is_ret = ri < returning.len()
+                        && (((j + 1) as f64 * share).floor() > (j as f64 * share).floor()
+                            || bi >= bots.len());
+                    let ip = if is_ret {
+                        ri += 1;
+                        g.d.population[returning[ri - 1] as usize]
+                    } else {
+                        bi += 1;
+                        bots[bi - 1]
+                    };
+                    let x = top as f64 * ((j + 1) as f64).powf(-a) * g.rng.random_range(0.85..1.15);
+                    let c = (x.round() as u32).max(floor);
                     for _ in 0..c {
                         g.flood(e.flood, ip, e.tag);
                     }
+                }
+            }
+            Pool::Customers { new_share } => {
+                for _ in 0..poisson(&mut g.rng, conns) {
+                    let ip = if g.st.seen_list.is_empty() || g.rng.random_bool(*new_share) {
+                        // Someone who never came before: an address outside the population.
+                        if g.rng.random_bool(g.d.role.v6_share()) {
+                            public_v6(&mut g.rng)
+                        } else {
+                            public_v4(&mut g.rng)
+                        }
+                    } else {
+                        let i = g.st.seen_list[g.rng.random_range(0..g.st.seen_list.len())];
+                        g.d.population[i as usize]
+                    };
+                    g.flood(e.flood, ip, e.tag);
                 }
             }
             Pool::Spoofed => {
@@ -561,6 +670,49 @@ impl World {
                 }
             }
         }
+    }
+}
+
+/// The exponent `a` for which `sum over r = 1..=n of max(floor, top x r^-a)` is `total`
+/// (bisection; 0 when even every source at `top` falls short, large when `floor` each exceeds
+/// it).
+pub(crate) fn heavy_exponent(n: usize, total: f64, floor: f64, top: f64) -> f64 {
+    let sum = |a: f64| -> f64 {
+        (1..=n)
+            .map(|r| (top * (r as f64).powf(-a)).max(floor))
+            .sum()
+    };
+    let (mut lo, mut hi) = (0.0f64, 8.0f64);
+    if sum(lo) <= total {
+        return lo;
+    }
+    for _ in 0..40 {
+        let mid = (lo + hi) / 2.0;
+        if sum(mid) > total {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+impl DeviceState {
+    /// The returning clients of `tag`'s proxy flood: `n` distinct clients this device has
+    /// already seen, drawn when the scenario first runs here and the same afterwards.
+    fn pick_returning(&mut self, tag: u16, n: usize, rng: &mut ChaCha8Rng) -> Vec<u32> {
+        if let Some((_, p)) = self.picked.iter().find(|p| p.0 == tag) {
+            return p.clone();
+        }
+        let mut all = self.seen_list.clone();
+        let n = n.min(all.len());
+        for i in 0..n {
+            let j = rng.random_range(i..all.len());
+            all.swap(i, j);
+        }
+        all.truncate(n);
+        self.picked.push((tag, all.clone()));
+        all
     }
 }
 
@@ -812,9 +964,42 @@ impl Gen<'_> {
         );
     }
 
+    /// A SYN flood source's slot as Defender rolls it up: its first attempt, then one inbound
+    /// `ConnectionFailedAggregatedReport` standing for its other `count - 1` attempts.
+    fn syn_rollup(&mut self, ip: Ip, count: u32, tag: u16) {
+        let rport = self.rng.random_range(1_024..=65_535);
+        let p = self.d.process;
+        self.push(
+            ActionType::ConnectionAttempt,
+            Proto::Tcp,
+            ip,
+            Some(rport),
+            Some(443),
+            0,
+            p,
+            Extra::None,
+            tag,
+        );
+        if count > 1 {
+            self.push(
+                ActionType::ConnectionFailedAggregatedReport,
+                Proto::Tcp,
+                ip,
+                Some(rport),
+                Some(443),
+                0,
+                p,
+                Extra::Aggregated { unique: count - 1 },
+                tag,
+            );
+        }
+    }
+
     fn flood(&mut self, flood: Flood, ip: Ip, tag: u16) {
         match flood {
             Flood::Web => self.accept(ip, 443, Proto::Tcp, tag, true),
+            Flood::Http => self.accept(ip, 80, Proto::Tcp, tag, true),
+            Flood::SynRollup => self.syn_rollup(ip, 1, tag),
             Flood::Syn => {
                 let rport = self.rng.random_range(1_024..=65_535);
                 let p = self.d.process;

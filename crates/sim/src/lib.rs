@@ -35,6 +35,33 @@
 //! | `monitor` | benign | - | a known uptime monitor misconfigured to ~1,500 connections per bin, on web01 |
 //! | `new-device` | benign | - | shop01 starts reporting ordinary traffic (its first 3 hours) |
 //!
+//! The `hard` profile (five days, fifteen devices: the eight above, then `portal01`, a
+//! national service's portal with a large returning audience, `store01`, a web shop, and
+//! `web06`..`web10`) has every scenario above in the same place, plus (days are counted from
+//! the dataset start, 0 to 4):
+//!
+//! | name | kind | vector | what |
+//! |---|---|---|---|
+//! | `residential-proxy-flood` | attack | https-flood | day 3, portal01: 25x the normal traffic from 8,000 sources every bin, half of them (and of the connections) the portal's own returning visitors, half new; heavy-tailed rates, the top source ~590 connections per bin, every returning proxy far above its usual rate |
+//! | `flash-sale` | benign | - | day 3, store01: a sale doubling the traffic with returning customers for 90 minutes |
+//! | `flash-sale-flood` | attack | https-flood | 15 minutes into the sale, 30 minutes: a botnet adding 0.55x the normal traffic (~320 new sources at 4-6 connections each), ~35 % of the excess over the pre-sale baseline |
+//! | `campaign-day1`..`campaign-day3` | attack | https-flood | days 2, 3 and 4, web06: one botnet (the same 3,000 addresses) three times |
+//! | `long-pulse-wave` | attack | https-flood | day 2, web07: six one-bin pulses with 10-20 minute quiet gaps |
+//! | `low-and-slow-2x` | attack | https-flood | day 3, web01: 1.8x for an hour from new sources, under the one-bin 2x test |
+//! | `wide-carpet-bombing` | attack | https-flood | day 4: 1.4x on eight web servers at once |
+//! | `cold-start-attack` | attack | https-flood | day 3, web10: five minutes after the device first reports |
+//! | `ipv6-flood` | attack | https-flood | day 2, web09: a botnet of 3,000 IPv6 addresses |
+//! | `http-flood` | attack | https-flood | day 4, web02: a flood on plain HTTP, port 80 |
+//! | `slow-ramp` | attack | https-flood | day 3, web03: from nothing to 15x over 90 minutes; `DetectFrom` is the first bin at 5x |
+//! | `syn-flood-rollup` | attack | syn-flood | day 2, api01: bots whose repeated failed attempts come as `ConnectionFailedAggregatedReport` rows |
+//! | `flash-crowd-new-customers` | benign | - | day 3, web04: a 6x surge, 30 % of it from customers never seen before |
+//! | `load-test-fleet` | benign | - | day 4, api01: 12,000 connections per bin from 300 addresses in `10.252.0.0/23` (`AllowSources`) |
+//! | `two-monitors` | benign | - | day 4, web08: two uptime monitors misconfigured at once, ~1,500 connections per bin each |
+//! | `sensor-outage` | benign | - | day 3, web09: no data 08:00-10:00, then ordinary traffic (the label runs to 11:00) |
+//!
+//! Its written rows come in the order interleaved Event Hubs partitions deliver them, out of
+//! time order by up to 90 s ([`SimConfig::disorder_secs`]).
+//!
 //! The `bench` profile has one label, `bench-https-flood` on web01 in the last hour.
 //!
 //! # Output
@@ -119,6 +146,69 @@ pub struct SimSummary {
     pub end: Nanos,
 }
 
+/// Arrival order of written rows. Event Hubs delivers each partition in order, but a reader
+/// of several partitions interleaves them, one running ahead of another by up to
+/// `disorder_secs`. Each row goes to one of [`Arrival::PARTITIONS`] partitions; a partition
+/// lags by an amount that moves smoothly within `[0, disorder]` (linearly between random
+/// values every 5 minutes: for a disorder under 5 minutes slower than time passes, so each
+/// partition stays in order); rows arrive in order of time plus lag. A row thus never arrives
+/// after one more than `disorder` newer than itself.
+struct Arrival {
+    max_lag: Nanos,
+    seed: u64,
+    /// (arrival time, row) not yet released.
+    pending: Vec<(Nanos, record::Row)>,
+    released: Vec<record::Row>,
+}
+
+impl Arrival {
+    const PARTITIONS: u64 = 4;
+
+    fn new(cfg: &SimConfig) -> Self {
+        Arrival {
+            max_lag: cfg.disorder_secs as Nanos * floodwatch_core::time::NANOS_PER_SEC,
+            seed: cfg.seed,
+            pending: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    fn lag(&self, r: &record::Row) -> Nanos {
+        use floodwatch_core::hash::{combine, mix64};
+        let part = mix64(combine(
+            self.seed,
+            combine(r.device as u64, r.report_id as u64),
+        )) % Self::PARTITIONS;
+        let knot = r.ts.div_euclid(generate::SLOT);
+        let frac = (r.ts - knot * generate::SLOT) as f64 / generate::SLOT as f64;
+        let at = |k: i64| {
+            let h = mix64(combine(self.seed ^ 0x0a77_17a1, combine(part, k as u64)));
+            (h % (self.max_lag as u64 + 1)) as f64
+        };
+        (at(knot) * (1.0 - frac) + at(knot + 1) * frac) as Nanos
+    }
+
+    /// Takes the slot's `rows` (in time order) and returns, in arrival order, every row that
+    /// arrives before `until`: no row of a later slot can (its time alone is past it).
+    fn release(&mut self, rows: &mut Vec<record::Row>, until: Nanos) -> &[record::Row] {
+        self.released.clear();
+        if self.max_lag == 0 {
+            std::mem::swap(&mut self.released, rows);
+            return &self.released;
+        }
+        for r in rows.drain(..) {
+            let at = r.ts.saturating_add(self.lag(&r));
+            self.pending.push((at, r));
+        }
+        self.pending
+            .sort_unstable_by_key(|(at, r)| (*at, r.ts, r.device, r.report_id));
+        let n = self.pending.partition_point(|(at, _)| *at < until);
+        self.released
+            .extend(self.pending.drain(..n).map(|(_, r)| r));
+        &self.released
+    }
+}
+
 /// The labels of a configuration, without generating traffic.
 pub fn labels(cfg: &SimConfig) -> Vec<Label> {
     World::new(cfg).labels
@@ -143,12 +233,16 @@ pub fn write_to<W: Write>(
     rw.begin()?;
     let mut rows = Vec::new();
     let mut records = 0u64;
+    let mut arrival = Arrival::new(cfg);
     for t0 in world.slots() {
         world.slot(&mut states, t0, &mut rows);
-        for r in &rows {
+        records += rows.len() as u64;
+        for r in arrival.release(&mut rows, t0 + generate::SLOT) {
             rw.row(r, &world.devices[r.device as usize])?;
         }
-        records += rows.len() as u64;
+    }
+    for r in arrival.release(&mut rows, Nanos::MAX) {
+        rw.row(r, &world.devices[r.device as usize])?;
     }
     let other_records = rw.other_records;
     let counting = rw.finish()?;

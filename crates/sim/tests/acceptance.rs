@@ -42,6 +42,10 @@ fn assert_done(seed: u64) {
     assert_eq!(r.attacks, 9);
     assert_eq!(r.benign, 4);
     assert!(r.passed(), "seed {seed}:\n{r}");
+    // The vector is what a responder acts on: right on every seed, not only on one.
+    for s in r.scenarios.iter().filter(|s| s.kind == LabelKind::Attack) {
+        assert_eq!(s.reported_vector, s.labelled_vector, "{}:\n{r}", s.scenario);
+    }
 }
 
 #[test]

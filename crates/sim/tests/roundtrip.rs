@@ -90,3 +90,54 @@ fn every_format_reads_back_to_the_in_memory_aggregates() {
         }
     }
 }
+
+/// The `hard` profile's text: rows out of arrival order by up to 90 s, and SYN-flood
+/// roll-ups (`ConnectionFailedAggregatedReport`) standing for several attempts, read back to
+/// the in-memory aggregates. api01 over the day of its roll-up flood, scaled down.
+#[test]
+fn disordered_rows_and_rollups_read_back_to_the_in_memory_aggregates() {
+    let mut cfg = SimConfig::new(SimProfile::Hard);
+    cfg.devices = 5;
+    cfg.hours = 65;
+    cfg.scale = 0.03;
+    let (mem, labels) = aggregate(&cfg, make);
+    let rollup = labels
+        .iter()
+        .find(|l| l.scenario == "syn-flood-rollup")
+        .expect("the roll-up flood fits 65 hours");
+    let dir = tempfile::tempdir().unwrap();
+    let expect = mem.by_name();
+    for (f, ext) in [
+        (OutputFormat::Ndjson, ""),
+        (OutputFormat::EventHubs, ".zst"),
+        (OutputFormat::SentinelCsv, ".gz"),
+    ] {
+        let path: PathBuf = dir.path().join(format!("hard-{f}{ext}"));
+        let s = write_dataset(&cfg, f, &path, None).unwrap();
+        assert_eq!(s.records, mem.stats.events);
+        let out = ingest(
+            std::slice::from_ref(&path),
+            &IngestOptions::default(),
+            &make,
+        )
+        .unwrap();
+        assert_eq!(out.diagnostics.errors(), 0, "{f}");
+        assert_eq!(out.aggregates.stats.events, mem.stats.events, "{f}");
+        let got = out.aggregates.by_name();
+        assert_eq!(got.len(), expect.len(), "{f}: bins");
+        for (k, v) in &expect {
+            same_bin(f, k, got[k], v);
+        }
+        // The roll-ups weigh: the flood's first bin counts more SYN/failed attempts than rows.
+        let w = BinWidth::FIVE_MINUTES;
+        let b = &got[&(rollup.devices[0].clone(), w.index(rollup.start))];
+        let syn = b.class(floodwatch_core::Class::Syn);
+        let failed = b.class(floodwatch_core::Class::Failed);
+        assert!(
+            failed.count > 3 * syn.count,
+            "{f}: {} failed (weighted) vs {} attempts",
+            failed.count,
+            syn.count
+        );
+    }
+}
