@@ -125,7 +125,7 @@ pub struct FloodwatchConfig {
     pub hot_source_min: u64,
     /// Surge on surge: during a suppressed flash crowd, a bin rising at least this share above
     /// the crowd's recent level, with most of the step from new or hot sources, is an attack on
-    /// top of the crowd. Default `0.25`.
+    /// top of the crowd. Default `0.15`.
     pub surge_step_ratio: f64,
     /// How many bins a flash crowd's level is remembered after its last suppressed bin (the
     /// level stays frozen, and remembered, while an attack on top of it goes on). Default `3`.
@@ -140,6 +140,19 @@ pub struct FloodwatchConfig {
     /// Carpet bombing: the per-device rise (multiple of baseline) that counts when many devices
     /// rise together. Default `1.5`.
     pub carpet_rate_ratio: f64,
+    /// Carpet bombing spread thinner: at least `carpet_wide_devices` devices each rising this
+    /// multiple (two spreads above the baseline, mostly new sources). Default `1.25`.
+    pub carpet_wide_ratio: f64,
+    /// Default `5`.
+    pub carpet_wide_devices: u32,
+    /// Sustained rise: `sustained_bins` bins in a row at this multiple of the baseline with
+    /// `sustained_novel_share` of the excess from new or hot sources alert (a slow flood below
+    /// the one-bin thresholds, sooner than the CUSUM). Default `1.5`.
+    pub sustained_ratio: f64,
+    /// Default `0.8`.
+    pub sustained_novel_share: f64,
+    /// Default `2`.
+    pub sustained_bins: u32,
     /// A vector carrying less than this share of the excess makes the alert `mixed`. Default `0.6`.
     pub mixed_share: f64,
     /// Consecutive alert bins (or a second independent signal) needed for `High`. Default `2`.
@@ -178,11 +191,16 @@ impl Default for FloodwatchConfig {
             allowed_share: 0.5,
             hot_source_ratio: 10.0,
             hot_source_min: 30,
-            surge_step_ratio: 0.25,
+            surge_step_ratio: 0.15,
             surge_hold_bins: 3,
             suppress: SuppressMode::Apply,
             carpet_min_devices: 3,
             carpet_rate_ratio: 1.5,
+            carpet_wide_ratio: 1.25,
+            carpet_wide_devices: 5,
+            sustained_ratio: 1.5,
+            sustained_novel_share: 0.8,
+            sustained_bins: 2,
             mixed_share: 0.6,
             persistence_bins: 2,
             incident_gap_bins: 1,
@@ -239,6 +257,14 @@ impl FloodwatchConfig {
         check("rate_ratio", self.rate_ratio, 1.0, 1e6)?;
         check("novel_rate_ratio", self.novel_rate_ratio, 1.0, 1e6)?;
         check("carpet_rate_ratio", self.carpet_rate_ratio, 1.0, 1e6)?;
+        check("carpet_wide_ratio", self.carpet_wide_ratio, 1.0, 1e6)?;
+        check("sustained_ratio", self.sustained_ratio, 1.0, 1e6)?;
+        check(
+            "sustained_novel_share",
+            self.sustained_novel_share,
+            0.0,
+            1.0,
+        )?;
         check("novel_share", self.novel_share, 0.0, 1.0)?;
         check("single_source_share", self.single_source_share, 0.0, 1.0)?;
         check("allowed_share", self.allowed_share, 0.0, 1.0)?;
@@ -262,6 +288,8 @@ impl FloodwatchConfig {
             ("novelty_days", self.novelty_days),
             ("short_term_bins", self.short_term_bins),
             ("carpet_min_devices", self.carpet_min_devices),
+            ("carpet_wide_devices", self.carpet_wide_devices),
+            ("sustained_bins", self.sustained_bins),
         ];
         for (name, v) in positive {
             if v == 0 {

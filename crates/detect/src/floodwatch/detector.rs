@@ -123,8 +123,10 @@ impl Detector {
                 (name, agg, a)
             })
             .collect();
-        let rising = assessed.iter().filter(|x| x.2.moderate()).count();
-        let carpet = rising >= cfg.carpet_min_devices as usize;
+        let strong = assessed.iter().filter(|x| x.2.moderate()).count();
+        let rising = assessed.iter().filter(|x| x.2.wide()).count();
+        let carpet =
+            strong >= cfg.carpet_min_devices as usize || rising >= cfg.carpet_wide_devices as usize;
         let mut out = Vec::new();
         for (name, agg, a) in assessed {
             let state = self
@@ -132,7 +134,7 @@ impl Detector {
                 .devices
                 .entry(name.to_owned())
                 .or_insert_with(|| DeviceState::new(cfg, per_day));
-            let by_carpet = carpet && a.moderate();
+            let by_carpet = carpet && a.wide();
             let built = (a.triggered() || by_carpet).then(|| {
                 build_alert(
                     cfg,
@@ -141,7 +143,7 @@ impl Detector {
                     name,
                     agg,
                     &a,
-                    state.streak(),
+                    state,
                     by_carpet.then_some(rising),
                     None,
                 )
@@ -224,7 +226,7 @@ impl Detector {
                 device,
                 &projected,
                 &a,
-                state.streak(),
+                state,
                 carpet.filter(|_| by_carpet),
                 Some((partial, fraction)),
             )
@@ -243,7 +245,7 @@ fn label<'a>(
     let mut alerting: Vec<&GroupEval> = a
         .groups
         .iter()
-        .filter(|g| g.triggered() || (carpet && g.moderate))
+        .filter(|g| g.triggered() || (carpet && g.wide))
         .collect();
     alerting.sort_by(|x, y| y.excess().total_cmp(&x.excess()));
     let total: f64 = a.groups.iter().map(GroupEval::excess).sum();
@@ -279,7 +281,7 @@ fn build_alert(
     device: &str,
     agg: &BinAgg,
     a: &Assessment,
-    streak: u32,
+    state: &DeviceState,
     carpet_devices: Option<usize>,
     // The unprojected stretch and its share of the bin, when `agg` is a projection of it.
     seen: Option<(&BinAgg, f64)>,
@@ -323,6 +325,14 @@ fn build_alert(
                 fmt_n(cfg.min_excess)
             ));
         }
+        if g.sustained_alarm {
+            reasons.push(format!(
+                "sustained rise: {} bins in a row at >= {:.2}x baseline with >= {} of the excess from new or hot sources",
+                cfg.sustained_bins,
+                cfg.sustained_ratio,
+                pct(cfg.sustained_novel_share)
+            ));
+        }
         if g.cusum_alarm {
             reasons.push(format!(
                 "slow-rise test: CUSUM of relative {} excess {:.2} >= {:.2} (allowance {:.2} per bin)",
@@ -335,8 +345,11 @@ fn build_alert(
     }
     if let Some(n) = carpet_devices {
         reasons.push(format!(
-            "carpet bombing: {n} devices rose >= {:.1}x with mostly new sources in this bin (>= {} needed)",
-            cfg.carpet_rate_ratio, cfg.carpet_min_devices
+            "carpet bombing: {n} devices rose together with mostly new sources in this bin (>= {} at {:.2}x, or >= {} at {:.2}x, needed)",
+            cfg.carpet_min_devices,
+            cfg.carpet_rate_ratio,
+            cfg.carpet_wide_devices,
+            cfg.carpet_wide_ratio
         ));
     }
     // Sources.
@@ -421,27 +434,38 @@ fn build_alert(
         ));
     }
     // Counts of sources are what they made, never a projection.
-    let top = top_sources(seen.map_or(agg, |s| s.0));
+    // A heavy regular (a partner's gateway, a corporate NAT) makes many connections every bin:
+    // what it makes beyond its own usual is its part of the excess.
+    let usual = |ip: floodwatch_core::Ip| u64::from(state.usual_peak(ip));
+    let ranked = top_sources_with(seen.map_or(agg, |s| s.0), &usual);
+    let top: Vec<TopSource> = ranked.iter().map(|r| r.0.clone()).collect();
     // Only guaranteed counts are used (exact, or the Space-Saving lower bound), so a summary's
     // error can never make a distributed flood look like one source.
-    let top1 = top.first().map(|t| (t.ip.as_str(), t.count));
-    if let Some((ip, c)) = top1 {
+    let top1 = ranked
+        .first()
+        .map(|(t, u)| (t.ip.as_str(), t.count, t.count.saturating_sub(*u)));
+    if let Some((ip, c, above)) = top1 {
         reasons.push(format!(
-            "top source {ip} made {} connections, {} of the excess (single-source threshold {})",
+            "top source {ip} made {} connections ({} above its own usual), {} of the excess (single-source threshold {})",
             fmt_n(c as f64),
-            pct((c as f64 / excess).min(1.0)),
+            fmt_n(above as f64),
+            pct((above as f64 / excess).min(1.0)),
             pct(cfg.single_source_share)
         ));
     }
-    let persistence = streak + 1;
+    let persistence = state.streak() + 1;
     if persistence >= 2 {
         reasons.push(format!("persistent: {persistence} consecutive alert bins"));
     }
 
     // Suppression, most specific first.
     let mut flash_crowd = false;
-    let dominant = &top[..top.len().min(cfg.dominant_sources)];
-    let top_n: u64 = dominant.iter().map(|t| t.count).sum();
+    let dominant = &ranked[..ranked.len().min(cfg.dominant_sources)];
+    let top_n: u64 = dominant.iter().map(|(t, _)| t.count).sum();
+    let top_n_above: u64 = dominant
+        .iter()
+        .map(|(t, u)| t.count.saturating_sub(*u))
+        .sum();
     let few_sources = groups.iter().all(|g| g.sources < cfg.min_sources);
     let suppression = if let Some(r) = windows.reason(device, time) {
         Some(r)
@@ -453,13 +477,14 @@ fn build_alert(
             pct(agg.allowed as f64 / inbound),
             pct(cfg.allowed_share)
         ))
-    } else if let Some((ip, c)) =
-        top1.filter(|t| few_sources || t.1 as f64 >= cfg.single_source_share * excess)
+    } else if let Some((ip, c, above)) =
+        top1.filter(|t| few_sources || t.2 as f64 >= cfg.single_source_share * excess)
     {
         Some(format!(
-            "single-source surge: {ip} made {} connections ({} of the excess; {} distinct sources): a monitor or scanner, not a distributed attack",
+            "single-source surge: {ip} made {} connections ({} above its own usual, {} of the excess; {} distinct sources): a monitor or scanner, not a distributed attack",
             fmt_n(c as f64),
-            pct((c as f64 / excess).min(1.0)),
+            fmt_n(above as f64),
+            pct((above as f64 / excess).min(1.0)),
             fmt_n(primary.sources as f64)
         ))
     } else if few_sources {
@@ -467,12 +492,13 @@ fn build_alert(
             "only {} distinct sources (< {}): not a distributed attack",
             primary.sources, cfg.min_sources
         ))
-    } else if top_n as f64 >= cfg.single_source_share * excess {
+    } else if top_n_above as f64 >= cfg.single_source_share * excess {
         Some(format!(
-            "few-source surge: the top {} sources made {} connections ({} of the excess): not a distributed attack",
+            "few-source surge: the top {} sources made {} connections, {} above their own usual ({} of the excess): not a distributed attack",
             dominant.len(),
             fmt_n(top_n as f64),
-            pct((top_n as f64 / excess).min(1.0))
+            fmt_n(top_n_above as f64),
+            pct((top_n_above as f64 / excess).min(1.0))
         ))
     } else if !cold && primary.novel_excess < cfg.novel_share && !primary.surge_attack() {
         flash_crowd = true;
@@ -520,8 +546,8 @@ fn build_alert(
             format!("wide prefix spread {:.2}", a.prefix_spread),
         ),
         (
-            groups.iter().any(|g| g.cusum_alarm),
-            "a sustained rise (CUSUM)".to_owned(),
+            groups.iter().any(|g| g.cusum_alarm || g.sustained_alarm),
+            "a sustained rise".to_owned(),
         ),
     ];
     let points = signals.iter().filter(|s| s.0).count() as u32;
@@ -665,17 +691,30 @@ pub fn stands_out(a: &Alert, coverage: f64, z: f64, min_excess: f64) -> bool {
 /// them); the bin's source sample gives the exact count of those it holds (all of them while the
 /// bin has at most k sources); the others get the summary's guaranteed lower bound (estimate
 /// minus error), and those with no guarantee at all are left out. Heaviest first by that count.
+#[cfg(test)]
 fn top_sources(agg: &BinAgg) -> Vec<TopSource> {
+    top_sources_with(agg, &|_| 0)
+        .into_iter()
+        .map(|r| r.0)
+        .collect()
+}
+
+/// [`top_sources`], each with its usual (largest clean-bin) count by `usual` (0 when unknown).
+fn top_sources_with(
+    agg: &BinAgg,
+    usual: &dyn Fn(floodwatch_core::Ip) -> u64,
+) -> Vec<(TopSource, u64)> {
     let candidates = agg.top.top(usize::MAX);
     let exact = agg.sources.exact_counts(
         candidates
             .iter()
             .map(|c| floodwatch_core::hash::hash_ip(c.0)),
     );
-    let mut out: Vec<TopSource> = candidates
+    let mut out: Vec<(TopSource, u64)> = candidates
         .iter()
         .zip(exact)
         .filter_map(|(&(ip, estimate, error), exact)| {
+            let u = usual(ip);
             let t = match exact {
                 Some(count) => TopSource {
                     ip: ip.to_string(),
@@ -690,10 +729,10 @@ fn top_sources(agg: &BinAgg) -> Vec<TopSource> {
                     count_upper_bound: (error > 0).then_some(estimate),
                 },
             };
-            (t.count > 0).then_some(t)
+            (t.count > 0).then_some((t, u))
         })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.ip.cmp(&b.ip)));
+    out.sort_by(|a, b| b.0.count.cmp(&a.0.count).then_with(|| a.0.ip.cmp(&b.0.ip)));
     out.truncate(TOP_SOURCES);
     out
 }

@@ -119,8 +119,16 @@ pub struct GroupEval {
     sample: Sample,
     pub one_bin: bool,
     pub cusum_alarm: bool,
+    /// This bin meets the sustained-rise test (`sustained_ratio`, `sustained_novel_share`).
+    pub sustained: bool,
+    /// ... for `sustained_bins` bins in a row: a slow flood of new sources, caught sooner than
+    /// the CUSUM would.
+    pub sustained_alarm: bool,
     /// Rose at least `carpet_rate_ratio` with mostly new sources: a carpet-bombing candidate.
     pub moderate: bool,
+    /// Rose at least `carpet_wide_ratio` with mostly new sources (or is `moderate`): counts
+    /// when `carpet_wide_devices` devices rise together.
+    pub wide: bool,
     /// Cold device: absolute evidence met.
     pub cold_hit: bool,
 }
@@ -173,7 +181,17 @@ impl GroupEval {
     }
 
     pub fn triggered(&self) -> bool {
-        self.one_bin || self.cusum_alarm || self.cold_hit || self.surge_attack()
+        self.one_bin
+            || self.cusum_alarm
+            || self.sustained_alarm
+            || self.cold_hit
+            || self.surge_attack()
+    }
+
+    /// Clearly above the baseline with mostly returning sources behaving as usual: the shape
+    /// of a flash crowd, whether or not it is large enough to raise an alert.
+    pub fn crowd(&self, cfg: &FloodwatchConfig) -> bool {
+        self.elevated() && self.excess() >= cfg.min_excess && self.novel_excess < cfg.novel_share
     }
 
     /// An attack stepping up on top of an ongoing flash crowd.
@@ -224,6 +242,11 @@ impl Assessment {
     pub fn moderate(&self) -> bool {
         self.groups.iter().any(|g| g.moderate)
     }
+
+    /// Rises in the wide tier of the fleet-wide test (every moderate rise does too).
+    pub fn wide(&self) -> bool {
+        self.groups.iter().any(|g| g.wide)
+    }
 }
 
 /// Streaming state of one device.
@@ -239,6 +262,9 @@ pub struct DeviceState {
     /// Per vector group: the flash crowd going on, if any.
     #[serde(default)]
     surge: [Option<Surge>; 4],
+    /// Per vector group: bins in a row meeting the sustained-rise test.
+    #[serde(default)]
+    sustained: [u32; 4],
 }
 
 /// Per-source rate uniformity: bots send alike, people do not.
@@ -269,6 +295,7 @@ impl DeviceState {
             streak: 0,
             last_expiry: i64::MIN,
             surge: [None; 4],
+            sustained: [0; 4],
         }
     }
 
@@ -312,6 +339,13 @@ impl DeviceState {
         self.sources
             .novelty_of(&agg.sources.sample_unordered(), HotRule::NEVER)
             .source_share()
+    }
+
+    /// The most connections `ip` made in one clean bin of this device (0 when not remembered).
+    pub fn usual_peak(&self, ip: floodwatch_core::Ip) -> u32 {
+        self.sources
+            .peak(floodwatch_core::hash::hash_ip(ip))
+            .unwrap_or(0)
     }
 
     /// Source hashes remembered.
@@ -394,6 +428,9 @@ impl DeviceState {
                 let mut moderate = false;
                 let mut cold_hit = false;
                 let mut surge = None;
+                let mut wide = false;
+                let mut sustained = false;
+                let mut sustained_alarm = false;
                 let one_bin;
                 if cold {
                     one_bin = false;
@@ -441,6 +478,23 @@ impl DeviceState {
                         && excess >= cfg.min_excess / 2.0
                         && novel
                         && group_sources >= cfg.min_sources;
+                    // The wide tier of the fleet-wide test: a smaller rise, which only counts
+                    // when more devices share it.
+                    wide = moderate
+                        || (observed >= expected * cfg.carpet_wide_ratio
+                            && excess >= 2.0 * spread
+                            && excess >= cfg.min_excess / 2.0
+                            && novel
+                            && group_sources >= cfg.min_sources);
+                    sustained = observed >= expected * cfg.sustained_ratio
+                        && excess >= cfg.z_threshold / 2.0 * spread
+                        && excess >= cfg.min_excess / 2.0
+                        && novel_excess >= cfg.sustained_novel_share
+                        && group_sources >= cfg.min_sources;
+                    sustained_alarm = !one_bin
+                        && !cusum_alarm
+                        && sustained
+                        && self.sustained[g as usize] + 1 >= cfg.sustained_bins;
                 }
                 GroupEval {
                     group: g,
@@ -458,7 +512,10 @@ impl DeviceState {
                     sample,
                     one_bin,
                     cusum_alarm,
+                    sustained,
+                    sustained_alarm,
                     moderate,
+                    wide,
                     cold_hit,
                 }
             })
@@ -519,8 +576,16 @@ impl DeviceState {
         }
         for g in &a.groups {
             self.cusum[g.group as usize] = g.cusum;
+            self.sustained[g.group as usize] = if g.sustained {
+                self.sustained[g.group as usize].saturating_add(1)
+            } else {
+                0
+            };
             let slot = &mut self.surge[g.group as usize];
-            if outcome.flash_crowd && g.triggered() && !g.surge_attack() {
+            // A crowd sets the level whether it alerted (suppressed as a flash crowd) or stayed
+            // below the alert thresholds; an attack never does.
+            let crowd_bin = g.crowd(cfg) && (!outcome.unsuppressed || outcome.flash_crowd);
+            if crowd_bin && !g.surge_attack() {
                 let since = g.surge.map_or(a.bin, |s| s.level.since);
                 *slot = Some(Surge {
                     level: g.observed,

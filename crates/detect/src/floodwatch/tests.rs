@@ -354,7 +354,8 @@ fn warm_up_new_device_flood_alerts_ordinary_traffic_does_not() {
 
 #[test]
 fn low_and_slow_flood_is_caught() {
-    // 1.8x of the baseline from new sources: under the one-bin test, over time for the CUSUM.
+    // 1.8x of the baseline from new sources: under the one-bin test; the sustained-rise test
+    // takes it in its second bin.
     let mut f = two_days(&["web01"]);
     for b in ATTACK..ATTACK + 12 {
         let normal: u64 = (200.0 * diurnal(b)).round() as u64;
@@ -363,8 +364,44 @@ fn low_and_slow_flood_is_caught() {
     }
     let d = run_default(&f.finish(END));
     let hits = unsuppressed(&d);
+    assert_eq!(
+        hits.first().map(|a| bin_of(a)),
+        Some(ATTACK + 1),
+        "{hits:#?}"
+    );
+    assert!(
+        hits[0]
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("sustained rise: 2 bins")),
+        "{:?}",
+        hits[0].reasons
+    );
+    assert_eq!(hits.len(), 11, "every later bin: {hits:#?}");
+    // Half returning customers at their usual rate: too mixed for the sustained test (which
+    // wants 80 % of the excess from new sources), still caught by the CUSUM as it builds up.
+    let mut f = two_days(&["web01"]);
+    for b in ATTACK..ATTACK + 12 {
+        let normal: u64 = (200.0 * diurnal(b)).round() as u64;
+        f.flood("web01", b, Class::Web, normal * 5 / 10, 2, 42);
+        for j in 0..normal * 4 / 10 {
+            f.add(
+                "web01",
+                b,
+                Class::Web,
+                customer((j * 13 + 7) % 2000),
+                2,
+                false,
+            );
+        }
+    }
+    let d = run_default(&f.finish(END));
+    let hits = unsuppressed(&d);
     assert!(!hits.is_empty(), "the slow flood was missed");
-    assert!(bin_of(hits[0]) > ATTACK, "not a one-bin detection");
+    assert!(
+        bin_of(hits[0]) > ATTACK + 1,
+        "not a sustained-test detection"
+    );
     assert!(bin_of(hits[0]) < ATTACK + 12);
     assert!(
         hits[0].reasons.iter().any(|r| r.contains("CUSUM")),
@@ -384,7 +421,9 @@ fn low_and_slow_flood_is_caught() {
 
 #[test]
 fn carpet_bombing_is_one_incident() {
-    let devs = ["web01", "web02", "web03", "web04"];
+    // 1.4x per device over six devices: below every single-device test, and below the strong
+    // fleet-wide tier (1.5x): the wide tier (1.25x on five or more) takes it.
+    let devs = ["web01", "web02", "web03", "web04", "web05", "web06"];
     let mut f = two_days(&devs);
     for (k, dev) in devs.iter().enumerate() {
         for b in ATTACK..ATTACK + 4 {
@@ -393,7 +432,7 @@ fn carpet_bombing_is_one_incident() {
                 dev,
                 b,
                 Class::Web,
-                normal * 7 / 10,
+                normal * 4 / 10,
                 2,
                 (b as u64) << 4 | k as u64,
             );
@@ -403,25 +442,32 @@ fn carpet_bombing_is_one_incident() {
     let mut single = two_days(&["web01"]);
     for b in ATTACK..ATTACK + 4 {
         let normal: u64 = (200.0 * diurnal(b)).round() as u64;
-        single.flood("web01", b, Class::Web, normal * 7 / 10, 2, b as u64);
+        single.flood("web01", b, Class::Web, normal * 4 / 10, 2, b as u64);
     }
     assert!(run_default(&single.finish(END)).alerts.is_empty());
 
-    let d = run_default(&f.finish(END));
+    let aggs = f.finish(END);
+    let d = run_default(&aggs);
     let hits = unsuppressed(&d);
-    assert_eq!(hits.len(), 16, "{:#?}", d.alerts);
+    assert_eq!(hits.len(), 24, "{:#?}", d.alerts);
     assert!(
         hits[0]
             .reasons
             .iter()
-            .any(|r| r.starts_with("carpet bombing: 4 devices"))
+            .any(|r| r.starts_with("carpet bombing: 6 devices"))
     );
     assert_eq!(d.incidents.len(), 1);
     let inc = &d.incidents[0];
     assert_eq!(inc.kind, IncidentKind::CarpetBombing);
     assert_eq!(inc.devices, devs);
-    assert_eq!(inc.alert_bins.len(), 16);
+    assert_eq!(inc.alert_bins.len(), 24);
     assert_eq!(inc.start, W.start(ATTACK));
+    // Six devices at 1.4x are not enough when the wide tier asks for seven.
+    let cfg = FloodwatchConfig {
+        carpet_wide_devices: 7,
+        ..FloodwatchConfig::default()
+    };
+    assert!(unsuppressed(&run(&aggs, &cfg, TimeRange::default())).is_empty());
 }
 
 #[test]
