@@ -200,7 +200,7 @@ fn seed_flags(msg: &str) -> String {
 /// checked, so that a mistake is blamed on the right one).
 pub fn settings(
     c: &CommonArgs,
-    file: FileConfig,
+    mut file: FileConfig,
     apply_flags: &dyn Fn(&mut floodwatch_detect::seed::SeedConfig),
 ) -> Result<Settings> {
     let config = c.config.as_deref();
