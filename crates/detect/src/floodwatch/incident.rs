@@ -333,19 +333,28 @@ impl Linker {
         }
         let mut provisional = None;
         if !alert.suppressed && !run.in_attack {
-            let pulse = lane.attack.as_ref().is_some_and(|a| {
-                a.vector == alert.vector
-                    && run.start > a.last
-                    && run.start - a.last - 1 <= pulse_gap
-            });
+            // A run starting before the attack's last bin (live: a bin sealed after an early
+            // decision on the next one) overlaps it, and is part of it as much.
+            let pulse = lane
+                .attack
+                .as_ref()
+                .is_some_and(|a| a.vector == alert.vector && run.start - a.last - 1 <= pulse_gap);
             if pulse {
                 if let Some(a) = lane.attack.as_mut() {
                     filed.renamed = Some(std::mem::replace(&mut run.id, a.id.clone()));
-                    a.pulses.push(PulseBins {
-                        start: run.start,
-                        last: run.last,
-                        peak: run.peak,
-                    });
+                    match a.pulses.last_mut() {
+                        Some(p) if run.start - p.last <= gap + 1 => {
+                            p.start = p.start.min(run.start);
+                            p.last = p.last.max(run.last);
+                            p.peak = p.peak.max(run.peak);
+                        }
+                        _ => a.pulses.push(PulseBins {
+                            start: run.start,
+                            last: run.last,
+                            peak: run.peak,
+                        }),
+                    }
+                    a.start = a.start.min(run.start);
                     a.alert_bins += run.bins;
                 }
             } else {
@@ -376,8 +385,8 @@ impl Linker {
                 a.alert_bins += 1;
             }
             if let Some(p) = a.pulses.last_mut() {
-                p.last = run.last;
-                p.peak = run.peak;
+                p.last = p.last.max(run.last);
+                p.peak = p.peak.max(run.peak);
             }
         }
         filed.incident_id = run.id.clone();
@@ -1272,5 +1281,42 @@ mod tests {
             serde_json::from_str(r#"{"pulse_gap_minutes": 15, "campaign_gap_hours": 48}"#).unwrap();
         c.validate().unwrap();
         assert_eq!(Linker::new(&c, W).pulse_gap_bins(), 3);
+    }
+
+    /// Live, an early decision on bin 104 may come before bin 103 is sealed: the late bin
+    /// joins the same pulse of the same incident, nothing ends or opens again.
+    #[test]
+    fn a_bin_sealed_after_an_early_decision_on_the_next_joins_its_pulse() {
+        let cfg = FloodwatchConfig::default();
+        let mut l = Linker::new(&cfg, W);
+        let a = alert("web01", 100, 900, false, false);
+        assert!(l.file(&a.alert, 100, true).opened);
+        let early = alert("web01", 104, 300, false, false);
+        let f = l.file(&early.alert, 104, false);
+        assert!(!f.opened && f.ended.is_empty(), "{f:?}");
+        let late = alert("web01", 103, 700, false, false);
+        let f = l.file(&late.alert, 103, true);
+        assert!(!f.opened && f.ended.is_empty(), "{f:?}");
+        assert_eq!(f.incident_id, "FW-web01-19700101T082000Z");
+        let bin = alert("web01", 104, 800, false, false);
+        let f = l.file(&bin.alert, 104, true);
+        assert_eq!(f.incident_id, "FW-web01-19700101T082000Z");
+        let at = l.attack("web01").unwrap();
+        assert_eq!(
+            at.pulses,
+            vec![
+                PulseBins {
+                    start: 100,
+                    last: 100,
+                    peak: 900
+                },
+                PulseBins {
+                    start: 103,
+                    last: 104,
+                    peak: 800
+                },
+            ]
+        );
+        assert_eq!(at.alert_bins, 3);
     }
 }
