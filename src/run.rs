@@ -622,6 +622,8 @@ fn incident_rows(incidents: &[fw::Incident], width: BinWidth) -> Vec<IncidentRow
             suppressed: i.suppressed,
             suppression_reason: i.suppression_reason.clone(),
             bin_width_secs: width.secs(),
+            campaign_id: i.campaign_id.clone(),
+            pulses: i.pulses.clone(),
         })
         .collect()
 }

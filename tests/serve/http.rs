@@ -126,12 +126,31 @@ fn replayed_scenarios_alert_within_a_minute_and_match_detect() {
             i["Severity"].clone(),
             i["AlertBins"].clone(),
             i["Suppressed"].clone(),
+            i["CampaignId"].clone(),
+            i["Pulses"].clone(),
         )
     };
     let live_inc: Vec<_> = inc.iter().map(ikey).collect();
     let batch_inc: Vec<_> = sim.incidents.iter().map(ikey).collect();
     assert_eq!(live_inc.len(), batch_inc.len());
     assert_eq!(live_inc, batch_inc, "incidents differ from detect's");
+    // The pulse wave (four one-bin pulses, two or three bins apart) is one incident listing
+    // its four pulses, and so is its webhook-facing live state.
+    let wave = sim
+        .labels
+        .iter()
+        .find(|l| l["Scenario"] == "pulse-wave")
+        .expect("a pulse-wave scenario");
+    let device = &wave["Devices"][0];
+    let (ws, we) = (secs(&wave["Start"]), secs(&wave["End"]));
+    let on_wave: Vec<&Value> = sim
+        .incidents
+        .iter()
+        .filter(|i| i["Suppressed"] == false && i["Devices"][0] == *device)
+        .filter(|i| secs(&i["Start"]) >= ws - 300.0 && secs(&i["Start"]) < we)
+        .collect();
+    assert_eq!(on_wave.len(), 1, "{on_wave:#?}");
+    assert_eq!(on_wave[0]["Pulses"].as_array().map(Vec::len), Some(4));
 }
 
 /// Equal lists, or a panic naming the first difference field by field (whole lists are too
@@ -541,11 +560,12 @@ fn sigterm_stops_cleanly_and_keeps_everything() {
 }
 
 /// A webhook receiver on loopback: answers 503 while `down`, else 200, and keeps the
-/// `EventId`s it accepted, in order.
+/// `EventId`s (and bodies) it accepted, in order.
 struct Receiver {
     port: u16,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
     refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -559,13 +579,16 @@ impl Receiver {
             port,
             down: Default::default(),
             got: Default::default(),
+            bodies: Default::default(),
             refused: Default::default(),
         };
         let (down, got, refused) = (r.down.clone(), r.got.clone(), r.refused.clone());
+        let bodies = r.bodies.clone();
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { continue };
                 let (down, got, refused) = (down.clone(), got.clone(), refused.clone());
+                let bodies = bodies.clone();
                 std::thread::spawn(move || {
                     let mut w = conn.try_clone().expect("clone");
                     let mut r = std::io::BufReader::new(conn);
@@ -600,6 +623,7 @@ impl Receiver {
                             got.lock()
                                 .expect("lock")
                                 .push(v["EventId"].as_str().unwrap_or("?").to_owned());
+                            bodies.lock().expect("lock").push(v);
                             "200 OK"
                         };
                         let resp = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
@@ -679,6 +703,20 @@ fn a_webhook_down_for_part_of_a_replay_gets_every_notification_once_in_order() {
     assert_eq!(unique.len(), ids.len(), "delivered twice: {ids:?}");
     assert_eq!(ids, up.ids(), "not the order an always-up receiver got");
     assert!(ids[0].ends_with(":opened"), "{ids:?}");
+    // Each incident's end says what `detect` says of it: its campaign and its pulses.
+    let bodies = flaky.bodies.lock().expect("lock").clone();
+    let closed: Vec<&Value> = bodies.iter().filter(|b| b["Phase"] == "closed").collect();
+    assert!(!closed.is_empty());
+    for c in closed {
+        let batch = sim
+            .incidents
+            .iter()
+            .find(|i| i["IncidentId"] == c["IncidentId"])
+            .unwrap_or_else(|| panic!("closed {} is not an incident of detect", c["IncidentId"]));
+        assert_eq!(c["CampaignId"], batch["CampaignId"], "{c}");
+        assert_eq!(c["Pulses"], batch["Pulses"], "{c}");
+        assert_eq!(c["End"], batch["End"], "{c}");
+    }
     let sinks = b.get_json("/api/sinks");
     assert_eq!(sinks["sinks"][0]["failing"], false, "{sinks}");
     assert_eq!(

@@ -17,6 +17,7 @@ use std::io::{self, Write};
 
 use floodwatch_core::time::Rfc3339;
 use floodwatch_detect::Alert;
+use floodwatch_detect::floodwatch::incident::Pulse;
 use serde::Serialize;
 
 /// How alerts are written.
@@ -59,6 +60,10 @@ pub struct IncidentRow {
     pub suppression_reason: Option<String>,
     /// Width of the bins `peak_requests` counts in, seconds.
     pub bin_width_secs: i64,
+    /// The campaign it belongs to (unsuppressed incidents).
+    pub campaign_id: Option<String>,
+    /// Its pulses (one for a single run of alert bins).
+    pub pulses: Vec<Pulse>,
 }
 
 fn fmt_bytes(b: Option<u64>) -> String {
@@ -357,8 +362,26 @@ pub fn write_incidents(
         if style.verbose && n > 0 {
             let i = &incidents[n - 1];
             writeln!(out, "    incident {}", i.incident_id)?;
+            if let Some(c) = &i.campaign_id {
+                writeln!(out, "    campaign {c}")?;
+            }
             if i.devices.len() > 1 {
                 writeln!(out, "    devices {}", i.devices.join(", "))?;
+            }
+            if i.pulses.len() > 1 {
+                let unit = peak_unit(&i.vector, i.bin_width_secs);
+                let list: Vec<String> = i
+                    .pulses
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{} {} {unit}",
+                            span(p.start, Some(p.end)),
+                            p.peak_request_count
+                        )
+                    })
+                    .collect();
+                writeln!(out, "    pulses {}: {}", i.pulses.len(), list.join(", "))?;
             }
         }
     }
@@ -490,6 +513,20 @@ mod tests {
             suppressed,
             suppression_reason: suppressed.then(|| "load test: allow-listed sources".into()),
             bin_width_secs: 300,
+            campaign_id: (!suppressed)
+                .then(|| "FW-campaign-web01.contoso.com-20251221T080000Z".into()),
+            pulses: vec![
+                Pulse {
+                    start: 1_766_395_200_000_000_000,
+                    end: 1_766_395_500_000_000_000,
+                    peak_request_count: 25_000,
+                },
+                Pulse {
+                    start: 1_766_396_100_000_000_000,
+                    end: 1_766_396_700_000_000_000,
+                    peak_request_count: 19_000,
+                },
+            ],
         }
     }
 
@@ -590,7 +627,7 @@ mod tests {
             },
         );
         assert!(
-            v.contains("\n    incident FW-web01.contoso.com-20251222T092000Z\n"),
+            v.contains("\n    incident FW-web01.contoso.com-20251222T092000Z\n    campaign FW-campaign-web01.contoso.com-20251221T080000Z\n    pulses 2: 2025-12-22 09:20–09:25Z 25000 conn/5m, 2025-12-22 09:35–09:45Z 19000 conn/5m\n"),
             "{v}"
         );
         assert!(v.contains(&format!("    - {}", a.reasons[0])), "{v}");

@@ -301,8 +301,7 @@ fn emit_new(f: &fw::Stream, from: usize, tracker: &mut Tracker, cb: &mut OnAlert
     let alerts: Vec<Alert> = fresh
         .into_iter()
         .map(|mut sc| {
-            sc.alert.incident_id =
-                Some(tracker.incident_of(&sc.alert.device_name, sc.bin, f.width()));
+            sc.alert.incident_id = Some(tracker.incident_of(&sc.alert, sc.bin));
             sc.alert
         })
         .collect();
@@ -335,7 +334,7 @@ fn read_once(
         let scorer = std::thread::Builder::new()
             .name("scorer".into())
             .spawn_scoped(scope, move || {
-                let mut tracker = Tracker::new(s.floodwatch.incident_gap_bins);
+                let mut tracker = Tracker::new(&s.floodwatch, s.width);
                 let mut seen = Seen::default();
                 let mut on_alerts = on_alerts;
                 for bins in rx {

@@ -34,13 +34,13 @@
 //! mergeable. Readers may send the same sub-window many times (each batch's share); the engine
 //! merges them. This is the unit a scale-out puts on a keyed topic.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use floodwatch_core::time::{Nanos, Rfc3339};
 use floodwatch_core::{Aggregates, BinAgg, BinKey, BinWidth, DeviceTable};
-use floodwatch_detect::floodwatch::incident::{compact, device_incident_id};
+use floodwatch_detect::floodwatch::incident::{Attack, Linker, Pulse, compact};
 use floodwatch_detect::floodwatch::{FloodwatchConfig, Scored, Stream, StreamState, stands_out};
 use floodwatch_detect::{Alert, Severity};
 
@@ -221,7 +221,7 @@ pub enum IncidentPhase {
     Opened,
     /// Its severity rose.
     Escalated,
-    /// Its bins ended: `incident_gap_bins` scored bins passed without an alert.
+    /// It ended: no further pulse came within the pulse gap after its last alert bin.
     Closed,
 }
 
@@ -236,13 +236,17 @@ impl IncidentPhase {
 }
 
 /// A change of a device incident, for chat and webhook sinks: one message when it opens,
-/// updates when it escalates and when it ends.
+/// updates when it escalates and when it ends (a pulse wave is one incident: its pulses do
+/// not open and end incidents of their own).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct IncidentEvent {
     /// Stable: `<IncidentId>:<phase>[:<n>]`.
     pub event_id: String,
     pub incident_id: String,
+    /// The campaign it belongs to (see [`floodwatch_detect::floodwatch::incident`]).
+    #[serde(default)]
+    pub campaign_id: Option<String>,
     pub phase: IncidentPhase,
     pub device_name: String,
     /// Start of its first alert bin.
@@ -256,6 +260,9 @@ pub struct IncidentEvent {
     /// The highest connection count of its bins so far.
     pub peak_requests: u64,
     pub alert_bins: u32,
+    /// Its pulses so far, each with its start, end and peak.
+    #[serde(default)]
+    pub pulses: Vec<Pulse>,
     /// The alert that caused this change (the last one, when closed).
     pub alert: Alert,
 }
@@ -267,161 +274,151 @@ pub enum Emit {
     Incident(Box<IncidentEvent>),
 }
 
-/// One device's current run of alert bins.
+/// What the notifications of one open attack incident have said so far.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Track {
-    id: String,
-    start_bin: i64,
-    last_bin: i64,
-    /// An `opened` event was emitted (some bin was unsuppressed).
-    notified: bool,
+struct Note {
     severity: Severity,
     escalations: u32,
     peak: u64,
-    bins: BTreeSet<i64>,
     last_alert: Alert,
 }
 
-/// Groups one device's alert bins into runs the way the batch incident builder does (bins
-/// at most `gap` quiet bins apart), so the ids agree: `FW-<device>-<start>`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Groups alert bins into incidents with the batch incident builder's own [`Linker`] (runs,
+/// pulse waves, campaigns), so the ids and campaigns agree, and turns what it does into
+/// incident changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tracker {
-    gap: i64,
-    tracks: BTreeMap<String, Track>,
-    /// For [`Tracker::incident_of`] (streamed batch output): the last alert bin and the run's
-    /// start per device.
-    runs: HashMap<String, (i64, i64)>,
+    linker: Linker,
+    /// Per open attack incident (by id).
+    notes: BTreeMap<String, Note>,
 }
 
 impl Tracker {
-    pub fn new(gap_bins: u32) -> Self {
+    pub fn new(fw: &FloodwatchConfig, width: BinWidth) -> Self {
         Tracker {
-            gap: gap_bins as i64,
-            ..Tracker::default()
+            linker: Linker::new(fw, width),
+            notes: BTreeMap::new(),
         }
     }
 
-    /// The incident id of an alert of `device` at `bin`, given the device's alerts in time
-    /// order.
-    pub fn incident_of(&mut self, device: &str, bin: i64, width: BinWidth) -> String {
-        let gap = self.gap;
-        let start = match self.runs.get(device) {
-            Some(&(last, start)) if bin - last <= gap + 1 && bin >= last => start,
-            _ => bin,
-        };
-        self.runs.insert(device.to_owned(), (bin, start));
-        device_incident_id(device, width.start(start))
+    /// The incident id of a complete bin's alert, given the alerts in time order (streamed
+    /// batch output).
+    pub fn incident_of(&mut self, alert: &Alert, bin: i64) -> String {
+        self.linker.close_below(bin);
+        self.linker.file(alert, bin, true).incident_id
     }
 
-    fn closed(t: Track, device: &str, width: BinWidth, at: Nanos) -> Option<IncidentEvent> {
-        t.notified.then(|| IncidentEvent {
-            event_id: format!("{}:closed", t.id),
-            incident_id: t.id.clone(),
-            phase: IncidentPhase::Closed,
-            device_name: device.to_owned(),
-            start: width.start(t.start_bin),
-            end: Some(width.start(t.last_bin + 1)),
+    fn event(
+        &self,
+        phase: IncidentPhase,
+        event_id: String,
+        a: &Attack,
+        note: &Note,
+        alert: &Alert,
+        at: Nanos,
+    ) -> IncidentEvent {
+        let width = self.linker.width();
+        let closed = phase == IncidentPhase::Closed;
+        IncidentEvent {
+            event_id,
+            incident_id: a.id.clone(),
+            campaign_id: Some(a.campaign.clone()),
+            phase,
+            device_name: a.device.clone(),
+            start: width.start(a.start),
+            end: closed.then(|| width.start(a.last + 1)),
             detected_at: at,
-            severity: t.severity,
-            vector: t.last_alert.vector.map(|v| v.as_str().to_owned()),
-            peak_requests: t.peak,
-            alert_bins: t.bins.len() as u32,
-            alert: t.last_alert,
-        })
+            severity: note.severity,
+            vector: alert.vector.map(|v| v.as_str().to_owned()),
+            peak_requests: note.peak,
+            alert_bins: a.alert_bins,
+            pulses: a.pulses.iter().map(|p| p.pulse(width)).collect(),
+            alert: alert.clone(),
+        }
     }
 
-    /// Files `alert` (of `device`, `bin`) in its run; returns its incident id and the changes.
+    fn closed(&mut self, a: Attack, at: Nanos) -> Option<IncidentEvent> {
+        let note = self.notes.remove(&a.id)?;
+        Some(self.event(
+            IncidentPhase::Closed,
+            format!("{}:closed", a.id),
+            &a,
+            &note,
+            &note.last_alert,
+            at,
+        ))
+    }
+
+    /// Files `alert` (of `bin`) in its incident; returns its incident id and the changes.
     fn observe(
         &mut self,
         alert: &Alert,
         bin: i64,
         stage: Stage,
-        width: BinWidth,
         at: Nanos,
     ) -> (String, Vec<IncidentEvent>) {
-        let device = alert.device_name.clone();
-        let mut out = Vec::new();
-        let joins = self
-            .tracks
-            .get(&device)
-            .is_some_and(|t| bin >= t.start_bin && bin - t.last_bin <= self.gap + 1);
-        if !joins && let Some(old) = self.tracks.remove(&device) {
-            out.extend(Self::closed(old, &device, width, at));
+        let filed = self.linker.file(alert, bin, stage == Stage::Bin);
+        let mut out: Vec<IncidentEvent> = Vec::new();
+        for a in filed.ended {
+            out.extend(self.closed(a, at));
         }
-        let t = self.tracks.entry(device.clone()).or_insert_with(|| Track {
-            id: device_incident_id(&device, width.start(bin)),
-            start_bin: bin,
-            last_bin: bin,
-            notified: false,
-            severity: alert.severity,
-            escalations: 0,
-            peak: 0,
-            bins: BTreeSet::new(),
-            last_alert: alert.clone(),
-        });
-        t.last_bin = t.last_bin.max(bin);
-        if stage == Stage::Bin {
-            t.bins.insert(bin);
-        }
-        t.last_alert = alert.clone();
-        if !alert.suppressed {
-            t.peak = t.peak.max(alert.request_count);
-            let phase = if !t.notified {
-                t.notified = true;
-                t.severity = alert.severity;
-                Some(IncidentPhase::Opened)
-            } else if alert.severity > t.severity {
-                t.severity = alert.severity;
-                t.escalations += 1;
-                Some(IncidentPhase::Escalated)
-            } else {
-                None
-            };
-            if let Some(phase) = phase {
-                let event_id = match phase {
-                    IncidentPhase::Escalated => format!("{}:escalated:{}", t.id, t.escalations),
-                    p => format!("{}:{}", t.id, p.as_str()),
-                };
-                out.push(IncidentEvent {
-                    event_id,
-                    incident_id: t.id.clone(),
-                    phase,
-                    device_name: device.clone(),
-                    start: width.start(t.start_bin),
-                    end: None,
-                    detected_at: at,
-                    severity: t.severity,
-                    vector: alert.vector.map(|v| v.as_str().to_owned()),
-                    peak_requests: t.peak,
-                    alert_bins: t.bins.len() as u32,
-                    alert: alert.clone(),
-                });
+        let Some(a) = self
+            .linker
+            .attack(&alert.device_name)
+            .filter(|a| a.id == filed.incident_id)
+        else {
+            return (filed.incident_id, out);
+        };
+        let change = match self.notes.get_mut(&a.id) {
+            Some(note) => {
+                note.last_alert = alert.clone();
+                if alert.suppressed {
+                    None
+                } else {
+                    note.peak = note.peak.max(alert.request_count);
+                    (alert.severity > note.severity).then(|| {
+                        note.severity = alert.severity;
+                        note.escalations += 1;
+                        (
+                            IncidentPhase::Escalated,
+                            format!("{}:escalated:{}", a.id, note.escalations),
+                        )
+                    })
+                }
             }
+            None => {
+                self.notes.insert(
+                    a.id.clone(),
+                    Note {
+                        severity: alert.severity,
+                        escalations: 0,
+                        peak: alert.request_count,
+                        last_alert: alert.clone(),
+                    },
+                );
+                Some((IncidentPhase::Opened, format!("{}:opened", a.id)))
+            }
+        };
+        if let Some((phase, id)) = change
+            && let Some(note) = self.notes.get(&a.id)
+        {
+            out.push(self.event(phase, id, a, note, alert, at));
         }
-        (t.id.clone(), out)
+        (filed.incident_id, out)
     }
 
-    /// Closes the runs whose last bin is more than the gap behind `floor` (every bin below it
-    /// scored).
-    fn close_below(&mut self, floor: i64, width: BinWidth, at: Nanos) -> Vec<IncidentEvent> {
-        let gap = self.gap;
-        let done: Vec<String> = self
-            .tracks
-            .iter()
-            .filter(|(_, t)| t.last_bin + gap + 1 < floor)
-            .map(|(d, _)| d.clone())
-            .collect();
-        done.into_iter()
-            .filter_map(|d| {
-                let t = self.tracks.remove(&d)?;
-                Self::closed(t, &d, width, at)
-            })
+    /// Ends the incidents no alert at or after `floor` can extend (every bin below it scored).
+    fn close_below(&mut self, floor: i64, at: Nanos) -> Vec<IncidentEvent> {
+        let ended = self.linker.close_below(floor);
+        ended
+            .into_iter()
+            .filter_map(|a| self.closed(a, at))
             .collect()
     }
 
-    /// Device incidents still open, with their ids.
+    /// Device incidents still open (an attack until its pulse gap has passed), with their ids.
     pub fn open(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.tracks.iter().map(|(d, t)| (d.as_str(), t.id.as_str()))
+        self.linker.open()
     }
 }
 
@@ -481,12 +478,25 @@ pub struct EngineState {
     floor: i64,
     early_step: i64,
     early_fired: BTreeSet<(String, i64)>,
-    tracker: Tracker,
+    /// `None` in a snapshot of an older build, whose incident tracking cannot be read: the
+    /// engine then starts tracking afresh.
+    #[serde(default, deserialize_with = "lenient")]
+    tracker: Option<Tracker>,
     counters: Counters,
     #[serde(default)]
     newest_by: BTreeMap<String, Nanos>,
     #[serde(default)]
     idle: BTreeSet<String>,
+}
+
+/// `T`, or `None` when the stored value is not one (written by an older build).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 fn summary(
@@ -546,7 +556,7 @@ impl Engine {
     pub fn new(cfg: LiveConfig, fw: FloodwatchConfig) -> Self {
         Engine {
             stream: Stream::new(&fw, cfg.width, None),
-            tracker: Tracker::new(fw.incident_gap_bins),
+            tracker: Tracker::new(&fw, cfg.width),
             cfg,
             fw,
             open: BTreeMap::new(),
@@ -611,7 +621,9 @@ impl Engine {
         e.floor = state.floor;
         e.early_step = state.early_step;
         e.early_fired = state.early_fired;
-        e.tracker = state.tracker;
+        if let Some(t) = state.tracker {
+            e.tracker = t;
+        }
         e.counters = state.counters;
         e.newest_by = state.newest_by;
         e.idle = state.idle;
@@ -635,7 +647,7 @@ impl Engine {
             floor: self.floor,
             early_step: self.early_step,
             early_fired: self.early_fired.clone(),
-            tracker: self.tracker.clone(),
+            tracker: Some(self.tracker.clone()),
             counters: self.counters.clone(),
             newest_by: self.newest_by.clone(),
             idle: self.idle.clone(),
@@ -904,9 +916,7 @@ impl Engine {
         decided.sort_by(|a, b| a.0.cmp(&b.0));
         for (device, mut alert, _, seen) in decided {
             unproject(&mut alert, seen);
-            let (incident, changes) =
-                self.tracker
-                    .observe(&alert, bin, Stage::Early, width, newest);
+            let (incident, changes) = self.tracker.observe(&alert, bin, Stage::Early, newest);
             alert.incident_id = Some(incident);
             self.early_fired.insert((device.clone(), bin));
             self.counters.early += 1;
@@ -968,7 +978,7 @@ impl Engine {
         let mut confirmed: BTreeSet<(String, i64)> = BTreeSet::new();
         for sc in scored {
             // Runs that ended before this bin close first, so events come in time order.
-            for c in self.tracker.close_below(sc.bin, width, at) {
+            for c in self.tracker.close_below(sc.bin, at) {
                 out.push(Emit::Incident(Box::new(c)));
             }
             let mut alert = sc.alert;
@@ -982,7 +992,7 @@ impl Engine {
                 s.alert = true;
                 s.suppressed = alert.suppressed;
             }
-            let (incident, changes) = self.tracker.observe(&alert, sc.bin, Stage::Bin, width, at);
+            let (incident, changes) = self.tracker.observe(&alert, sc.bin, Stage::Bin, at);
             alert.incident_id = Some(incident);
             self.counters.bin_alerts += 1;
             out.push(Emit::Alert(Box::new(LiveAlert {
@@ -995,7 +1005,7 @@ impl Engine {
             })));
             out.extend(changes.into_iter().map(|c| Emit::Incident(Box::new(c))));
         }
-        for c in self.tracker.close_below(below, width, at) {
+        for c in self.tracker.close_below(below, at) {
             out.push(Emit::Incident(Box::new(c)));
         }
         let fired: Vec<(String, i64)> = self

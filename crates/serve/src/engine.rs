@@ -827,3 +827,248 @@ impl Core {
 fn write_tx(conn: &Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use std::collections::BTreeSet;
+
+    use floodwatch_core::time::{NANOS_PER_MIN, NANOS_PER_SEC};
+    use floodwatch_core::{
+        ActionType, Aggregator, AllowList, BinWidth, ClassifyConfig, Direction, Event, Ip, PortSet,
+        Profile, Protocol,
+    };
+    use serde_json::Value;
+
+    use crate::metrics::Metrics;
+    use crate::sinks::format::webhook_body;
+
+    /// 2025-12-22T00:00:00Z.
+    const T0: Nanos = 1_766_361_600 * NANOS_PER_SEC;
+    const HOUR: Nanos = 60 * NANOS_PER_MIN;
+
+    /// Synthetic telemetry of one device: about one connection a second from a few hundred
+    /// returning clients, and floods at ten a second from sources never seen before.
+    struct Traffic {
+        agg: Aggregator,
+        t: Nanos,
+        rid: i64,
+        seed: u64,
+    }
+
+    impl Traffic {
+        fn new(step: BinWidth) -> Self {
+            let classify = ClassifyConfig {
+                seed_ports: PortSet::new(&[443]),
+                web_ports: PortSet::new(&[80, 443, 8080, 8443]),
+                allow: AllowList::default(),
+            };
+            Traffic {
+                agg: Aggregator::new(step, classify).with_profile(Profile::Floodwatch),
+                t: T0,
+                rid: 0,
+                seed: 7,
+            }
+        }
+
+        fn event(&mut self, ts: Nanos, src: [u8; 4]) {
+            self.rid += 1;
+            let e = Event {
+                ts,
+                device: self.agg.device("web01.contoso.com"),
+                action: ActionType::InboundConnectionAccepted,
+                protocol: Protocol::Tcp,
+                direction: Direction::In,
+                remote_ip: Some(Ip::v4(src)),
+                remote_port: Some(50_000),
+                local_port: Some(443),
+                report_id: self.rid,
+                weight: 1,
+                bytes: None,
+                packets: None,
+                tcp_flags: None,
+            };
+            self.agg.add(&e);
+        }
+
+        /// Runs until `until`, flooding while `flood(t)`; hands a batch to the engine each
+        /// minute of event time and waits until it is durable.
+        fn run(&mut self, tx: &mpsc::Sender<Command>, until: Nanos, flood: impl Fn(Nanos) -> bool) {
+            while self.t < until {
+                self.seed = self
+                    .seed
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let client = (self.seed >> 33) as u8 % 200;
+                self.event(self.t, [20, 1, client % 2, client]);
+                if flood(self.t) {
+                    for k in 0..10 {
+                        let n = self.rid;
+                        let at = self.t + k * NANOS_PER_SEC / 10;
+                        self.event(at, [30, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+                    }
+                }
+                self.t += NANOS_PER_SEC;
+                if (self.t - T0) % NANOS_PER_MIN == 0 {
+                    send(tx, self.agg.take_all());
+                }
+            }
+        }
+    }
+
+    fn send(tx: &mpsc::Sender<Command>, aggs: floodwatch_core::Aggregates) {
+        let (ack, done) = oneshot::channel();
+        tx.blocking_send(Command::Batch {
+            input: "test".into(),
+            partial: Partial {
+                source: "test".into(),
+                aggs,
+            },
+            diag: Diagnostics::default(),
+            position: None,
+            key: None,
+            journal: None,
+            ack: Some(ack),
+        })
+        .unwrap();
+        done.blocking_recv().unwrap().unwrap();
+    }
+
+    fn engine(dir: &std::path::Path) -> Started {
+        let width = BinWidth::FIVE_MINUTES;
+        let opts = EngineOptions {
+            live: LiveConfig::new(width),
+            floodwatch: FloodwatchConfig::default(),
+            snapshot_every: Duration::from_secs(3600),
+            // Event time moves on with the input alone.
+            idle_close: Duration::from_secs(3600),
+            retention: 30 * 24 * HOUR,
+            queue_alerts: false,
+            queue_incidents: true,
+            fsync: false,
+        };
+        let shared = Arc::new(Shared {
+            view: RwLock::default(),
+            outbox: Notify::new(),
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
+            queue_depth: AtomicUsize::new(0),
+            state_dir: dir.to_owned(),
+        });
+        start(opts, shared, Arc::new(SystemClock), 64).unwrap()
+    }
+
+    fn stop(tx: mpsc::Sender<Command>, handle: std::thread::JoinHandle<()>) {
+        let (done, wait) = oneshot::channel();
+        tx.blocking_send(Command::Shutdown(done)).unwrap();
+        wait.blocking_recv().unwrap();
+        handle.join().unwrap();
+    }
+
+    /// Every incident change queued for the webhook, Teams and Slack sinks, in order.
+    fn notifications(dir: &std::path::Path) -> Vec<Value> {
+        let conn = state::open(dir, false).unwrap();
+        state::outbox_after(&conn, 0, &["incident"], 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "incident")
+            .map(|r| serde_json::from_str(&r.payload).unwrap())
+            .collect()
+    }
+
+    fn phases(events: &[Value], incident: &str) -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e["IncidentId"] == incident)
+            .map(|e| e["Phase"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Three five-minute pulses ten minutes apart are one incident: one `opened`, one `closed`
+    /// (listing the three pulses, each with its own peak), nothing per pulse. A flood two hours
+    /// later, after a restart, is a new incident in the same campaign.
+    #[test]
+    fn a_pulse_wave_is_one_notified_incident_and_its_campaign_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let step = BinWidth::from_secs(10).unwrap();
+        let onset = T0 + 6 * HOUR;
+        let pulse = |t: Nanos| {
+            let k = (t - onset).div_euclid(15 * NANOS_PER_MIN);
+            (0..3).contains(&k) && (t - onset).rem_euclid(15 * NANOS_PER_MIN) < 5 * NANOS_PER_MIN
+        };
+        let mut traffic = Traffic::new(step);
+        let (tx, _, handle) = engine(dir.path());
+        traffic.run(&tx, onset + 2 * HOUR, pulse);
+        stop(tx, handle);
+
+        let first = notifications(dir.path());
+        let ids: BTreeSet<&str> = first
+            .iter()
+            .filter_map(|e| e["IncidentId"].as_str())
+            .collect();
+        assert_eq!(ids.len(), 1, "one incident for the wave: {first:#?}");
+        let id = "FW-web01.contoso.com-20251222T060000Z";
+        let ph = phases(&first, id);
+        assert_eq!(ph.first().map(String::as_str), Some("opened"), "{ph:?}");
+        assert_eq!(ph.last().map(String::as_str), Some("closed"), "{ph:?}");
+        assert_eq!(ph.iter().filter(|p| *p == "opened").count(), 1, "{ph:?}");
+        assert_eq!(ph.iter().filter(|p| *p == "closed").count(), 1, "{ph:?}");
+        let closed = first.last().unwrap();
+        let campaign = "FW-campaign-web01.contoso.com-20251222T060000Z";
+        assert_eq!(closed["CampaignId"], campaign);
+        let pulses = closed["Pulses"].as_array().unwrap();
+        let spans: Vec<(&str, &str)> = pulses
+            .iter()
+            .map(|p| (p["Start"].as_str().unwrap(), p["End"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                ("2025-12-22T06:00:00Z", "2025-12-22T06:05:00Z"),
+                ("2025-12-22T06:15:00Z", "2025-12-22T06:20:00Z"),
+                ("2025-12-22T06:30:00Z", "2025-12-22T06:35:00Z"),
+            ]
+        );
+        // Each pulse's own peak: about 3,000 flood and 300 regular connections in its bin.
+        for p in pulses {
+            let peak = p["PeakRequestCount"].as_u64().unwrap();
+            assert!((3000..=3400).contains(&peak), "{p}");
+        }
+        assert_eq!(closed["End"], T0 + 6 * HOUR + 35 * NANOS_PER_MIN);
+        assert_eq!(closed["AlertBins"], 3);
+        // What the webhook posts, and the chat text.
+        let body = webhook_body(closed);
+        assert_eq!(body["CampaignId"], campaign);
+        assert_eq!(body["Pulses"].as_array().map(Vec::len), Some(3));
+        assert!(
+            body["Summary"].as_str().unwrap().contains("in 3 pulses"),
+            "{}",
+            body["Summary"]
+        );
+
+        // Restarted on the same state, two hours on: a new flood, a new incident, the same
+        // campaign.
+        let (tx, _, handle) = engine(dir.path());
+        let second = onset + 3 * HOUR;
+        traffic.run(&tx, second + 2 * HOUR, |t| {
+            (second..second + 10 * NANOS_PER_MIN).contains(&t)
+        });
+        stop(tx, handle);
+        let all = notifications(dir.path());
+        assert_eq!(
+            &all[..first.len()],
+            &first[..],
+            "nothing sent again after the restart"
+        );
+        let next = "FW-web01.contoso.com-20251222T090000Z";
+        let opened = all
+            .iter()
+            .find(|e| e["IncidentId"] == next && e["Phase"] == "opened")
+            .unwrap_or_else(|| panic!("the second flood opened an incident: {all:#?}"));
+        assert_eq!(opened["CampaignId"], campaign);
+        let ph = phases(&all, next);
+        assert_eq!(ph.iter().filter(|p| *p == "closed").count(), 1, "{ph:?}");
+    }
+}

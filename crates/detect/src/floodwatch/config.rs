@@ -161,6 +161,17 @@ pub struct FloodwatchConfig {
     pub incident_gap_bins: u32,
     /// Maintenance and load-test windows.
     pub windows: Vec<Window>,
+    /// Pulse waves: unsuppressed alert runs of one device with the same vector, at most this
+    /// many minutes of quiet apart, are one incident listing each pulse. Default `30`.
+    pub pulse_gap_minutes: u32,
+    /// Campaigns: an attack incident starting at most this many hours after the last alert
+    /// bin of an earlier one, on the same device or sharing most of its top sources, carries
+    /// the earlier one's campaign id. Default `72`.
+    pub campaign_gap_hours: u32,
+    /// Campaigns: share of the shorter top-source list (of each incident's first complete
+    /// unsuppressed bin) two incidents must have in common to be linked across devices.
+    /// Default `0.6`.
+    pub campaign_source_share: f64,
 }
 
 impl Default for FloodwatchConfig {
@@ -205,6 +216,9 @@ impl Default for FloodwatchConfig {
             persistence_bins: 2,
             incident_gap_bins: 1,
             windows: Vec::new(),
+            pulse_gap_minutes: 30,
+            campaign_gap_hours: 72,
+            campaign_source_share: 0.6,
         }
     }
 }
@@ -315,6 +329,24 @@ impl FloodwatchConfig {
             return Err(format!(
                 "floodwatch.novel_rate_ratio ({}) must not exceed rate_ratio ({})",
                 self.novel_rate_ratio, self.rate_ratio
+            ));
+        }
+        check(
+            "campaign_source_share",
+            self.campaign_source_share,
+            0.01,
+            1.0,
+        )?;
+        // A campaign's memory must outlast a pulse wave's quiet (the live service forgets an
+        // incident for linking once the campaign gap has passed since its last bin).
+        if self.campaign_gap_hours > 366 * 24
+            || u64::from(self.pulse_gap_minutes) > u64::from(self.campaign_gap_hours) * 60
+        {
+            return Err(format!(
+                "floodwatch.pulse_gap_minutes ({}) must not exceed campaign_gap_hours ({}) x 60, which is at most {}",
+                self.pulse_gap_minutes,
+                self.campaign_gap_hours,
+                366 * 24
             ));
         }
         Ok(())

@@ -559,7 +559,16 @@ struct Incident<'a> {
     detected_at: Option<Nanos>,
     peak: Option<u64>,
     bins: Option<u64>,
+    campaign: Option<&'a str>,
+    /// (start, end, peak) of each pulse, as the event lists them.
+    pulses: Vec<(Option<Nanos>, Option<Nanos>, Option<u64>)>,
+    pulses_json: &'a Value,
     alert: &'a Value,
+}
+
+/// An RFC 3339 field as nanoseconds.
+fn rfc3339(v: &Value, key: &str) -> Option<Nanos> {
+    parse_rfc3339(text(v, key)?.as_bytes()).ok()
 }
 
 impl<'a> Incident<'a> {
@@ -579,8 +588,46 @@ impl<'a> Incident<'a> {
             detected_at: nanos(ev, "DetectedAt"),
             peak: uint(ev, "PeakRequests"),
             bins: uint(ev, "AlertBins"),
+            campaign: text(ev, "CampaignId"),
+            pulses: ev
+                .get("Pulses")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            (
+                                rfc3339(p, "Start"),
+                                rfc3339(p, "End"),
+                                uint(p, "PeakRequestCount"),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            pulses_json: ev.get("Pulses").unwrap_or(&Value::Null),
             alert,
         }
+    }
+
+    /// ` in 3 pulses`, for a pulse wave.
+    fn in_pulses(&self) -> String {
+        match self.pulses.len() {
+            0 | 1 => String::new(),
+            n => format!(" in {n} pulses"),
+        }
+    }
+
+    /// `10:00Z–10:05Z (12,345), 10:20Z–10:25Z (11,002)`: each pulse with its peak.
+    fn pulse_list(&self) -> String {
+        self.pulses
+            .iter()
+            .map(|(s, e, peak)| {
+                let t = |t: &Option<Nanos>| t.map(hhmm).unwrap_or_else(|| "?".into());
+                let peak = peak.map(thousands).unwrap_or_else(|| "?".into());
+                format!("{}–{} ({peak})", t(s), t(e))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `DDoS incident opened: HTTPS flood on web01.contoso.com`.
@@ -606,8 +653,9 @@ impl<'a> Incident<'a> {
                 at(self.start)
             ),
             "escalated" => format!(
-                "{what} escalated to {sev}{}: {peak} connections at peak",
-                at(self.detected_at)
+                "{what} escalated to {sev}{}: {peak} connections at peak{}",
+                at(self.detected_at),
+                self.in_pulses()
             ),
             "closed" => {
                 let bins = match self.bins {
@@ -616,8 +664,9 @@ impl<'a> Incident<'a> {
                     None => String::new(),
                 };
                 format!(
-                    "{what} closed{}{bins}: {peak} connections at peak ({sev})",
-                    at(self.end.or(self.detected_at))
+                    "{what} closed{}{bins}{}: {peak} connections at peak ({sev})",
+                    at(self.end.or(self.detected_at)),
+                    self.in_pulses()
                 )
             }
             other => format!("{what} {other}: {peak} connections ({sev})"),
@@ -660,11 +709,20 @@ impl<'a> Incident<'a> {
         if let Some(b) = self.bins {
             f.push(("Alert bins", b.to_string()));
         }
+        if self.pulses.len() > 1 {
+            f.push((
+                "Pulses",
+                format!("{}: {}", self.pulses.len(), self.pulse_list()),
+            ));
+        }
         let sources = self.sources(5);
         if !sources.is_empty() {
             f.push(("Top sources", sources));
         }
         f.push(("Incident", self.incident_id.to_owned()));
+        if let Some(c) = self.campaign {
+            f.push(("Campaign", c.to_owned()));
+        }
         f
     }
 }
@@ -677,12 +735,18 @@ impl<'a> Incident<'a> {
 ///  "Phase": "opened", "DeviceName": "web01.contoso.com",
 ///  "Start": "2025-12-22T10:00:00Z", "End": null, "DetectedAt": "2025-12-22T10:01:30Z",
 ///  "Severity": "High", "Vector": "https-flood", "PeakRequests": 12345, "AlertBins": 1,
+///  "CampaignId": "FW-campaign-web01-20251222T1000Z",
+///  "Pulses": [{"Start": "2025-12-22T10:00:00Z", "End": "2025-12-22T10:05:00Z",
+///              "PeakRequestCount": 12345}],
 ///  "Summary": "HTTPS flood on web01.contoso.com opened at 10:00Z: 12,345 connections (High)",
 ///  "Alert": { ...the alert JSON that caused the change... }}
 /// ```
 ///
 /// `EventId` is also the `Idempotency-Key` header: a receiver that sees one twice (a retry
 /// after a lost answer) can drop the second. Times are RFC 3339 UTC; `End` is set when closed.
+/// `CampaignId` ties the incidents of one campaign together (incidents of a device days apart,
+/// or sharing most of their top sources); `Pulses` lists each pulse of a pulse wave (one entry
+/// for a single run of alert bins).
 pub fn webhook_body(ev: &Value) -> Value {
     let inc = Incident::of(ev);
     let time = |t: Option<Nanos>| t.map_or(Value::Null, |t| Rfc3339(t).to_string().into());
@@ -699,6 +763,8 @@ pub fn webhook_body(ev: &Value) -> Value {
         "Vector": inc.vector,
         "PeakRequests": inc.peak,
         "AlertBins": inc.bins,
+        "CampaignId": inc.campaign,
+        "Pulses": inc.pulses_json,
         "Summary": inc.summary(),
         "Alert": inc.alert,
     })
@@ -756,7 +822,8 @@ fn teams_card_within(inc: &Incident, max: usize) -> Value {
 /// The message a Teams Workflows webhook ("Post to a channel when a webhook request is
 /// received") takes: an Adaptive Card 1.4 with a title coloured by phase and severity (closed
 /// green, High red, Medium amber, else blue), the summary, a fact set (device, vector,
-/// severity, start, end, peak, alert bins, top sources, incident id) and up to ten reasons.
+/// severity, start, end, peak, alert bins, pulses of a pulse wave, top sources, incident id,
+/// campaign id) and up to ten reasons.
 /// Texts are cut so that the JSON stays under [`TEAMS_MAX_BYTES`], whatever the device names
 /// and reasons hold.
 pub fn teams_card(ev: &Value) -> Value {
@@ -840,7 +907,14 @@ pub fn slack_blocks(ev: &Value) -> Value {
                            "text": {"type": "mrkdwn",
                                     "text": slack_text(&list, SLACK_SECTION_MAX)}}));
     }
-    let context = format!("floodwatch {VERSION} · event {}", inc.event_id);
+    // Slack takes ten fields: the campaign, the last fact, is said here too.
+    let context = match inc.campaign {
+        Some(c) => format!(
+            "floodwatch {VERSION} · event {} · campaign {c}",
+            inc.event_id
+        ),
+        None => format!("floodwatch {VERSION} · event {}", inc.event_id),
+    };
     blocks.push(json!({"type": "context",
                        "elements": [{"type": "mrkdwn",
                                      "text": slack_text(&context, SLACK_SECTION_MAX)}]}));
@@ -851,6 +925,7 @@ pub fn slack_blocks(ev: &Value) -> Value {
 mod tests {
     use super::*;
 
+    use floodwatch_detect::floodwatch::incident::Pulse;
     use floodwatch_detect::{
         Alert, BaselineInfo, Confidence, RuleName, Severity, TopSource, Vector,
     };
@@ -917,10 +992,22 @@ mod tests {
         .to_json()
     }
 
+    /// An incident change; after the open, its flood has come back as a second pulse.
     fn incident(phase: IncidentPhase) -> Value {
+        let min = 60 * 1_000_000_000;
+        let pulse = |from: i64, to: i64, peak: u64| Pulse {
+            start: T0 + from * min,
+            end: T0 + to * min,
+            peak_request_count: peak,
+        };
+        let mut pulses = vec![pulse(0, 10, 12_345)];
+        if phase != IncidentPhase::Opened {
+            pulses.push(pulse(25, 30, 9_876));
+        }
         let ev = IncidentEvent {
             event_id: format!("FW-web01.contoso.com-20251222T1000Z:{}", phase.as_str()),
             incident_id: "FW-web01.contoso.com-20251222T1000Z".into(),
+            campaign_id: Some("FW-campaign-web01.contoso.com-20251221T0900Z".into()),
             phase,
             device_name: "web01.contoso.com".into(),
             start: T0,
@@ -930,6 +1017,7 @@ mod tests {
             vector: Some("https-flood".into()),
             peak_requests: 12_345,
             alert_bins: 6,
+            pulses,
             alert: alert(),
         };
         serde_json::to_value(&ev).unwrap()
@@ -1179,6 +1267,15 @@ mod tests {
         assert_eq!(b["PeakRequests"], 12_345);
         assert_eq!(b["AlertBins"], 6);
         assert_eq!(
+            b["CampaignId"],
+            "FW-campaign-web01.contoso.com-20251221T0900Z"
+        );
+        assert_eq!(
+            b["Pulses"],
+            serde_json::json!([{"Start": "2025-12-22T10:00:00Z", "End": "2025-12-22T10:10:00Z",
+                                "PeakRequestCount": 12_345}])
+        );
+        assert_eq!(
             b["Summary"],
             "HTTPS flood on web01.contoso.com opened at 10:00Z: 12,345 connections (High)"
         );
@@ -1190,13 +1287,23 @@ mod tests {
         assert_eq!(c["End"], "2025-12-22T10:30:00Z");
         assert_eq!(
             c["Summary"],
-            "HTTPS flood on web01.contoso.com closed at 10:30Z after 6 alert bins: 12,345 connections at peak (High)"
+            "HTTPS flood on web01.contoso.com closed at 10:30Z after 6 alert bins in 2 pulses: 12,345 connections at peak (High)"
         );
+        assert_eq!(c["Pulses"][1]["Start"], "2025-12-22T10:25:00Z");
+        assert_eq!(c["Pulses"][1]["PeakRequestCount"], 9_876);
         let e = webhook_body(&incident(IncidentPhase::Escalated));
         assert_eq!(
             e["Summary"],
-            "HTTPS flood on web01.contoso.com escalated to High at 10:01Z: 12,345 connections at peak"
+            "HTTPS flood on web01.contoso.com escalated to High at 10:01Z: 12,345 connections at peak in 2 pulses"
         );
+        // An older build's event, without campaign or pulses, still makes a body.
+        let mut old = incident(IncidentPhase::Opened);
+        let m = old.as_object_mut().unwrap();
+        m.remove("CampaignId");
+        m.remove("Pulses");
+        let o = webhook_body(&old);
+        assert_eq!(o["CampaignId"], Value::Null);
+        assert_eq!(o["Summary"], b["Summary"]);
     }
 
     fn card_body(card: &Value) -> &Vec<Value> {
@@ -1250,12 +1357,27 @@ mod tests {
             "FW-web01.contoso.com-20251222T1000Z"
         );
         assert!(fact("End").is_none(), "not closed yet");
+        assert_eq!(
+            fact("Campaign").unwrap(),
+            "FW-campaign-web01.contoso.com-20251221T0900Z"
+        );
+        assert!(fact("Pulses").is_none(), "one pulse so far");
         let texts: Vec<&str> = body.iter().filter_map(|b| b["text"].as_str()).collect();
         assert!(texts.iter().any(|t| t.starts_with("• 12345 connections")));
         assert!(texts.iter().any(|t| t.starts_with("• 812 sources")));
 
         let closed = teams_card(&incident(IncidentPhase::Closed));
         assert_eq!(card_body(&closed)[0]["color"], "Good");
+        let pulses = card_body(&closed)
+            .iter()
+            .find(|b| b["type"] == "FactSet")
+            .and_then(|b| b["facts"].as_array())
+            .and_then(|f| f.iter().find(|f| f["title"] == "Pulses"))
+            .map(|f| f["value"].clone());
+        assert_eq!(
+            pulses,
+            Some("2: 10:00Z–10:10Z (12,345), 10:25Z–10:30Z (9,876)".into())
+        );
         let mut medium = incident(IncidentPhase::Escalated);
         medium["Severity"] = "Medium".into();
         assert_eq!(card_body(&teams_card(&medium))[0]["color"], "Warning");
@@ -1319,10 +1441,28 @@ mod tests {
         let last = blocks.last().unwrap();
         assert_eq!(last["type"], "context");
         assert!(
-            last["elements"][0]["text"]
+            last["elements"][0]["text"].as_str().unwrap().ends_with(
+                "event FW-web01.contoso.com-20251222T1000Z:opened · campaign FW-campaign-web01.contoso.com-20251221T0900Z"
+            )
+        );
+        // Closed, with pulses listed: eleven facts, of which Slack takes ten; the campaign is
+        // in the context line all the same.
+        let m = slack_blocks(&incident(IncidentPhase::Closed));
+        let blocks = m["blocks"].as_array().unwrap();
+        let fields = blocks[1]["fields"].as_array().unwrap();
+        assert_eq!(fields.len(), SLACK_FIELDS_MAX);
+        assert!(fields.iter().any(|f| {
+            f["text"]
                 .as_str()
                 .unwrap()
-                .ends_with("event FW-web01.contoso.com-20251222T1000Z:opened")
+                .starts_with("*Pulses*\n2: 10:00Z–10:10Z (12,345)")
+        }));
+        let context = blocks.last().unwrap()["elements"][0]["text"]
+            .as_str()
+            .unwrap();
+        assert!(
+            context.ends_with("campaign FW-campaign-web01.contoso.com-20251221T0900Z"),
+            "{context}"
         );
     }
 
