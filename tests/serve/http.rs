@@ -83,7 +83,12 @@ fn replayed_scenarios_alert_within_a_minute_and_match_detect() {
                 .iter()
                 .any(|(s, e, ds)| t >= *s && t <= *e && ds.iter().any(|x| x == d))
         })
-        .map(|a| format!("{} {} {}", a["Stage"], a["TimeGenerated"], a["DeviceName"]))
+        .map(|a| {
+            format!(
+                "{} {} {} {}",
+                a["Stage"], a["TimeGenerated"], a["DeviceName"], a["Reasons"]
+            )
+        })
         .collect();
     assert!(
         stray.is_empty(),

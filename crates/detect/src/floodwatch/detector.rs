@@ -215,7 +215,7 @@ impl Detector {
             }
         };
         let projected = partial.projected(1.0 / fraction);
-        let a = state.assess(bin, &projected, &cfg, per_day);
+        let a = state.assess_projected(bin, &projected, &cfg, per_day, 1.0 / fraction);
         let moderate = a.moderate();
         let by_carpet = carpet.is_some() && moderate;
         let alert = (a.triggered() || by_carpet).then(|| {
@@ -441,6 +441,8 @@ fn build_alert(
     let top: Vec<TopSource> = ranked.iter().map(|r| r.0.clone()).collect();
     // Only guaranteed counts are used (exact, or the Space-Saving lower bound), so a summary's
     // error can never make a distributed flood look like one source.
+    // Listed counts are what was seen; against a projected excess they are projected too.
+    let scale = seen.map_or(1.0, |s| 1.0 / s.1.max(1e-9));
     let top1 = ranked
         .first()
         .map(|(t, u)| (t.ip.as_str(), t.count, t.count.saturating_sub(*u)));
@@ -449,7 +451,7 @@ fn build_alert(
             "top source {ip} made {} connections ({} above its own usual), {} of the excess (single-source threshold {})",
             fmt_n(c as f64),
             fmt_n(above as f64),
-            pct((above as f64 / excess).min(1.0)),
+            pct((above as f64 * scale / excess).min(1.0)),
             pct(cfg.single_source_share)
         ));
     }
@@ -478,13 +480,13 @@ fn build_alert(
             pct(cfg.allowed_share)
         ))
     } else if let Some((ip, c, above)) =
-        top1.filter(|t| few_sources || t.2 as f64 >= cfg.single_source_share * excess)
+        top1.filter(|t| few_sources || t.2 as f64 * scale >= cfg.single_source_share * excess)
     {
         Some(format!(
             "single-source surge: {ip} made {} connections ({} above its own usual, {} of the excess; {} distinct sources): a monitor or scanner, not a distributed attack",
             fmt_n(c as f64),
             fmt_n(above as f64),
-            pct((above as f64 / excess).min(1.0)),
+            pct((above as f64 * scale / excess).min(1.0)),
             fmt_n(primary.sources as f64)
         ))
     } else if few_sources {
@@ -492,13 +494,13 @@ fn build_alert(
             "only {} distinct sources (< {}): not a distributed attack",
             primary.sources, cfg.min_sources
         ))
-    } else if top_n_above as f64 >= cfg.single_source_share * excess {
+    } else if top_n_above as f64 * scale >= cfg.single_source_share * excess {
         Some(format!(
             "few-source surge: the top {} sources made {} connections, {} above their own usual ({} of the excess): not a distributed attack",
             dominant.len(),
             fmt_n(top_n as f64),
             fmt_n(top_n_above as f64),
-            pct((top_n_above as f64 / excess).min(1.0))
+            pct((top_n_above as f64 * scale / excess).min(1.0))
         ))
     } else if !cold && primary.novel_excess < cfg.novel_share && !primary.surge_attack() {
         flash_crowd = true;

@@ -361,6 +361,20 @@ impl DeviceState {
         cfg: &FloodwatchConfig,
         per_day: i64,
     ) -> Assessment {
+        self.assess_projected(bin, agg, cfg, per_day, 1.0)
+    }
+
+    /// [`Self::assess`] of a stretch of the bin projected onto the whole of it by `scale`: a
+    /// source's count is judged against its own peak as it was seen (unprojected), since one
+    /// visitor's connection in ten seconds is not thirty in five minutes.
+    pub fn assess_projected(
+        &self,
+        bin: i64,
+        agg: &BinAgg,
+        cfg: &FloodwatchConfig,
+        per_day: i64,
+        scale: f64,
+    ) -> Assessment {
         let baseline = self.history.baseline(bin, per_day, cfg);
         let cold = baseline.kind == BaselineKind::Cold;
         // Only counts and membership are asked of it: no sort needed.
@@ -375,6 +389,7 @@ impl DeviceState {
         let hot = HotRule {
             ratio: cfg.hot_source_ratio,
             min_conns: cfg.hot_source_min,
+            scale: scale.max(1.0),
         };
         // The cold test needs no CUSUM; elsewhere an idle gap lets the sums decay.
         let gap = self

@@ -53,6 +53,9 @@ pub struct Novelty {
 pub struct HotRule {
     pub ratio: f64,
     pub min_conns: u64,
+    /// The sample's counts are this multiple of what was seen (a projected stretch of a bin):
+    /// they are divided back before the test.
+    pub scale: f64,
 }
 
 impl HotRule {
@@ -60,14 +63,16 @@ impl HotRule {
     pub const NEVER: HotRule = HotRule {
         ratio: f64::INFINITY,
         min_conns: u64::MAX,
+        scale: 1.0,
     };
 
     fn hot(&self, conns: u64, peak: u32) -> Option<f64> {
+        let seen = conns as f64 / self.scale.max(1.0);
         // An entry from state written before peaks were kept has peak 0: unknown, never hot.
-        if peak == 0 || conns < self.min_conns {
+        if peak == 0 || seen < self.min_conns as f64 {
             return None;
         }
-        let r = conns as f64 / peak as f64;
+        let r = seen / peak as f64;
         (r >= self.ratio).then_some(r)
     }
 }
@@ -311,6 +316,7 @@ mod tests {
     const HOT: HotRule = HotRule {
         ratio: 10.0,
         min_conns: 30,
+        scale: 1.0,
     };
 
     #[test]
@@ -343,6 +349,17 @@ mod tests {
         h.insert(&heavy(1024, 0..10, 1), 0);
         let n = h.novelty_of(&heavy(1024, 0..10, 25).sample(), HOT);
         assert_eq!(n.hot, 0);
+        // Counts projected 30x from a stretch are judged as seen: 25 is below the floor.
+        let n = h.novelty_of(
+            &heavy(1024, 0..10, 750).sample(),
+            HotRule { scale: 30.0, ..HOT },
+        );
+        assert_eq!(n.hot, 0);
+        let n = h.novelty_of(
+            &heavy(1024, 0..10, 1500).sample(),
+            HotRule { scale: 30.0, ..HOT },
+        );
+        assert_eq!(n.hot, 10);
         // Without a rule nothing is hot.
         let n = h.novelty_of(&heavy(1024, 0..10, 2500).sample(), HotRule::NEVER);
         assert_eq!((n.hot, n.new), (0, 0));
