@@ -152,8 +152,8 @@ mod golden {
     }
 
     /// Every fixture, and a larger input cut into several parts (bad lines among good ones,
-    /// no duplicates: those are removed per thread), read by one thread and by four, keeping
-    /// every bin or sealing them as they complete.
+    /// and exact copies of rows far enough back to land in another thread's part), read by one
+    /// thread and by four, keeping every bin or sealing them as they complete.
     #[test]
     fn four_threads_give_one_threads_result() {
         let dir = tempfile::tempdir().unwrap();
@@ -161,21 +161,26 @@ mod golden {
         let rows = std::fs::read_to_string(fixtures().join("ndjson.json")).unwrap();
         let rows: Vec<&str> = rows.lines().filter(|l| !l.trim().is_empty()).collect();
         let mut text = String::new();
+        // A new ReportId per row, so a row repeats another only where it is meant to.
+        let row = |i: usize| {
+            rows[i % rows.len()].replacen("\"ReportId\":", &format!("\"ReportId\":{}0", i + 1), 1)
+        };
+        let mut copies = 0;
         for i in 0..6000usize {
-            let row = rows[i % rows.len()];
             match i % 97 {
                 13 => text.push_str("{\"Timestamp\": nope}\n"),
-                // A new ReportId per copy, so no row repeats another.
-                _ => text.push_str(&format!(
-                    "{}\n",
-                    row.replacen("\"ReportId\":", &format!("\"ReportId\":{}0", i + 1), 1)
-                )),
+                // An exact copy of a row 3,000 rows back: in another part with four threads.
+                _ if i >= 3000 && i % 5 == 0 && (i - 3000) % 97 != 13 => {
+                    text.push_str(&format!("{}\n", row(i - 3000)));
+                    copies += 1;
+                }
+                _ => text.push_str(&format!("{}\n", row(i))),
             }
         }
         std::fs::write(&big, text).unwrap();
         assert!(std::fs::metadata(&big).unwrap().len() > 4 * (64 << 10));
         let mut paths: Vec<PathBuf> = FIXTURES.iter().map(|f| fixtures().join(f.0)).collect();
-        paths.push(big);
+        paths.push(big.clone());
         for path in paths {
             // Also with bins sealed as they complete (the command line's default).
             for lateness in [None, Some(3_600_000_000_000)] {
@@ -191,6 +196,9 @@ mod golden {
                 };
                 let (one, four) = (with(1), with(4));
                 let at = format!("{} {lateness:?}", path.display());
+                if path == big {
+                    assert_eq!(one.aggregates.stats.duplicates, copies, "{at}");
+                }
                 assert_eq!(one.aggregates.by_name(), four.aggregates.by_name(), "{at}");
                 assert_eq!(one.aggregates.stats, four.aggregates.stats, "{at}");
                 assert_eq!(one.diagnostics, four.diagnostics, "{at}");
