@@ -698,6 +698,18 @@ fn read_doc_blocks(
     opened: Opened,
     source: &Location,
 ) -> Result<(), IngestError> {
+    read_doc_blocks_of(run, input, opened, source, (BLOCK, 64 << 10))
+}
+
+/// [`read_doc_blocks`] with blocks of at least `block.0` bytes, each read growing the buffer by
+/// at least `block.1` (a test cuts a document into tiny blocks to check they change nothing).
+fn read_doc_blocks_of(
+    run: &mut Run,
+    input: &Input,
+    opened: Opened,
+    source: &Location,
+    block: (usize, usize),
+) -> Result<(), IngestError> {
     let Opened {
         rest,
         head,
@@ -720,7 +732,7 @@ fn read_doc_blocks(
     let mut eof = false;
     let fallback: &Fallback = &parse_element;
     loop {
-        let target = BLOCK.max(buf.len() + (64 << 10));
+        let target = block.0.max(buf.len() + block.1);
         while !eof && buf.len() < target {
             let len = buf.len();
             buf.resize(target, 0);
@@ -1482,6 +1494,57 @@ mod tests {
         (out, diag)
     }
 
+    /// `data` through the documents' fast path in blocks of `block` (as [`read_doc_blocks_of`]).
+    fn read_doc(data: &[u8], block: (usize, usize), name: &str) -> (Vec<u8>, Diagnostics) {
+        let opened = Opened {
+            rest: Box::new(io::Cursor::new(data.to_vec())),
+            head: Vec::new(),
+            bom: 0,
+            compression: Compression::None,
+            brk: Arc::new(Mutex::new(None)),
+        };
+        let input = Input {
+            path: None,
+            name: name.into(),
+        };
+        let opts = IngestOptions {
+            threads: 2,
+            ..IngestOptions::default()
+        };
+        let make = || {
+            Worker::new(Aggregator::new(
+                BinWidth::FIVE_MINUTES,
+                ClassifyConfig::default(),
+            ))
+        };
+        let mut run = Run {
+            opts: &opts,
+            workers: vec![make(), make()],
+            diag: Diagnostics::default(),
+            progress: Progress::new(false, &[]),
+            sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
+            sink: &mut |_| {},
+        };
+        let source = Location {
+            source: name.into(),
+            line: None,
+            offset: None,
+        };
+        read_doc_blocks_of(&mut run, &input, opened, &source, block).unwrap();
+        let mut diag = std::mem::take(&mut run.diag);
+        let mut all = Aggregates::empty(BinWidth::FIVE_MINUTES);
+        for w in run.workers {
+            diag.merge(&w.diag);
+            all.merge(w.agg.finish());
+        }
+        diag.bytes_read = 0;
+        diag.examples.sort();
+        (
+            format!("{:?}", (all.by_name(), all.stats)).into_bytes(),
+            diag,
+        )
+    }
+
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1528,6 +1591,17 @@ mod tests {
                 proptest::prop_assert!(once.0.len() > 100, "{}", name);
                 let split = run(Box::new(Pieces { data, at: 0, sizes: sizes.clone(), k: 0 }));
                 proptest::prop_assert_eq!(split, once, "{}", name);
+            }
+
+            // The documents' fast path, its blocks cut anywhere (down to a byte), against the
+            // whole document in one block: a row cut between blocks is read once, in full,
+            // at its line and offset.
+            let block = sizes[0];
+            for name in ["array.json", "ah-api.json", "graph.json", "eventhubs-pretty.json"] {
+                let data = fixture(name);
+                let whole = read_doc(&data, (BLOCK, 64 << 10), name);
+                proptest::prop_assert!(whole.1.records_read >= 30, "{}", name);
+                proptest::prop_assert_eq!(read_doc(&data, (block, 1), name), whole, "{}", name);
             }
         }
     }
