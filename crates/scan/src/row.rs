@@ -993,9 +993,6 @@ impl Scanner {
         agg: &mut Aggregator,
     ) -> Option<Event> {
         let (lead, line) = braced(raw)?;
-        if !is_text(line) {
-            return None;
-        }
         let k = PROPERTIES.find(line)?;
         let v = skip_ws(line, key_at(line, k, b"\"properties\"")?);
         if line.get(v) != Some(&b'{') {
@@ -1050,9 +1047,6 @@ impl Scanner {
         out: &mut Vec<Event>,
     ) -> Option<()> {
         let line = trim(raw);
-        if !is_text(line) {
-            return None;
-        }
         let body = line.strip_prefix(b"{\"records\":[")?.strip_suffix(b"]}")?;
         let before = out.len();
         let mut start = 0usize;
@@ -1091,9 +1085,6 @@ impl Scanner {
         agg: &mut Aggregator,
     ) -> Option<Event> {
         let (lead, line) = braced(raw)?;
-        if !is_text(line) {
-            return None;
-        }
         // Filled in place: the fields are a few cache lines, not worth a copy per row.
         let mut f = Fields::default();
         if self.locate_fast(line, &mut f).is_none() {
@@ -1480,32 +1471,6 @@ impl Openers {
     fn all(&self, ok: impl Fn(usize) -> bool) -> bool {
         self.iter().is_some_and(|mut at| at.all(ok))
     }
-}
-
-/// Whether `b` is text the full parser reads too: UTF-8 without control bytes (but tab, CR and
-/// LF). The scanner reads only some of a row's bytes, so without this a stray byte in a key or
-/// value it skips (`"Proto\x9dl"`) would be used here and rejected as binary by the full
-/// parser (found by the `line` fuzz target). Eight bytes a step: a word holds no byte below
-/// 0x20 nor above 0x7f unless the test flags it; only then are its bytes looked at one by one.
-#[inline]
-pub(crate) fn is_text(b: &[u8]) -> bool {
-    const LOW: u64 = 0x2020_2020_2020_2020;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut words = b.chunks_exact(8);
-    let mut plain = true;
-    for w in words.by_ref() {
-        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-        if (x.wrapping_sub(LOW) | x) & HIGH != 0 {
-            plain = false;
-            break;
-        }
-    }
-    if plain && words.remainder().iter().all(|&c| (0x20..0x80).contains(&c)) {
-        return true;
-    }
-    b.iter()
-        .all(|&c| c >= 0x20 || matches!(c, b'\t' | b'\n' | b'\r'))
-        && std::str::from_utf8(b).is_ok()
 }
 
 /// `raw` without surrounding whitespace, and how much was cut in front of it, when it is braced
