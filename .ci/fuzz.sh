@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the cargo-fuzz targets (libFuzzer, AddressSanitizer) and runs each for a bounded time,
-# seeded from testdata/formats. A crash fails the run; its input is kept under
-# fuzz/artifacts/<target>/ and must become a regression test.
+# seeded from testdata/formats and testdata/fuzz. A crash fails the run; its input is kept under
+# fuzz/artifacts/<target>/ and must become a regression test: copy it to
+# testdata/fuzz/<target>/ with a name that says what it is, where
+# crates/ingest/tests/fuzz_regressions.rs replays it with the target's own checks.
 #
 # The toolchain here is stable: RUSTC_BOOTSTRAP=1 lets it take the sanitizer flags cargo-fuzz
 # passes. FUZZ_SECONDS (default 20) is the time per target.
@@ -31,6 +33,10 @@ for target in sniff line readers; do
         ;;
     esac
   done
+  # And every input a target ever crashed on (kept as regression inputs).
+  if [ -d "../testdata/fuzz/$target" ]; then
+    find "../testdata/fuzz/$target" -type f -exec cp {} "$corpus"/ \;
+  fi
   echo "fuzzing $target for ${secs}s"
   cargo fuzz run -O "$target" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=262144 -print_final_stats=1
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compressed JSON documents against compressed NDJSON: the same rows as gzip NDJSON, a gzip JSON
-# array and a gzip Advanced Hunting API response, each read RUNS times by `ingest_bench`
-# (release); prints the median records/s of each and the documents' ratio to NDJSON.
+# array and a gzip Advanced Hunting API response, read in turn RUNS times by `ingest_bench`
+# (release, two threads); prints the median records/s of each and the median of the per-round
+# ratios of the documents to NDJSON.
 #
 #   bash bench/compressed-docs.sh [ROWS] [RUNS]     (default 300000 rows, 5 runs)
 set -euo pipefail
@@ -39,13 +40,23 @@ cargo build --release -q -p floodwatch-ingest --example ingest_bench
 bin=target/release/examples/ingest_bench
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $rows rows, median of $runs runs"
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
-declare -A rate
-for f in rows.ndjson.gz rows-array.json.gz rows-ah-api.json.gz; do
-  rate[$f]=$(for _ in $(seq "$runs"); do
-    "$bin" --threads 2 "$dir/$f" 2>/dev/null | sed -E 's/.* ([0-9.]+) M records\/s.*/\1/'
-  done | median)
-  printf '%-22s %6.2f M records/s (%s MB)\n' "$f" "${rate[$f]}" "$(du -m "$dir/$f" | cut -f1)"
+rate() { "$bin" --threads 2 "$dir/$1" 2>/dev/null | sed -E 's/.* ([0-9.]+) M records\/s.*/\1/'; }
+# The three inputs take turns in each round, and each round's documents are divided by that
+# round's NDJSON: a shared host's speed drifts between rounds, not within one.
+files=(rows.ndjson.gz rows-array.json.gz rows-ah-api.json.gz)
+declare -A all ratios
+for _ in $(seq "$runs"); do
+  nd=$(rate rows.ndjson.gz)
+  all[rows.ndjson.gz]+="$nd "
+  for f in "${files[@]:1}"; do
+    r=$(rate "$f")
+    all[$f]+="$r "
+    ratios[$f]+="$(awk -v a="$r" -v b="$nd" 'BEGIN {printf "%.3f", a / b}') "
+  done
 done
-for f in rows-array.json.gz rows-ah-api.json.gz; do
-  awk -v a="${rate[$f]}" -v b="${rate[rows.ndjson.gz]}" -v f="$f" 'BEGIN {printf "%s / ndjson.gz: %.2f\n", f, a / b}'
+for f in "${files[@]}"; do
+  printf '%-22s %6.2f M records/s median (%s MB)\n' "$f" "$(tr ' ' '\n' <<<"${all[$f]}" | grep . | median)" "$(du -m "$dir/$f" | cut -f1)"
+done
+for f in "${files[@]:1}"; do
+  printf '%s / ndjson.gz: %.2f (median of the per-round ratios: %s)\n' "$f" "$(tr ' ' '\n' <<<"${ratios[$f]}" | grep . | median)" "${ratios[$f]}"
 done

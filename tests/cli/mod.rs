@@ -4,6 +4,7 @@
 use super::*;
 
 mod allow;
+mod dedup;
 mod pins;
 mod summary;
 mod table;

@@ -10,6 +10,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{Class, ClassifyConfig};
+use crate::dedup::{Mark, Marks, Meter};
 use crate::hash::{combine, hash_bytes, hash_ip, mix64};
 use crate::model::{DeviceId, Event};
 use crate::sketch::{SourceSketch, TopSources};
@@ -191,7 +192,7 @@ impl SeedAgg {
 }
 
 /// Everything kept about one device in one bin.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BinAgg {
     /// Rows of any kind (weighted), inbound or not.
     pub rows: u64,
@@ -206,6 +207,24 @@ pub struct BinAgg {
     /// Inbound connections from allow-listed sources (see [`ClassifyConfig::allow`]); included
     /// in the class counts too.
     pub allowed: u64,
+    /// The events of the bin while it is open, so that copies are found however the bin was
+    /// split (see [`crate::dedup`]); dropped once the bin is complete.
+    #[serde(default, skip_serializing_if = "Marks::is_empty")]
+    pub marks: Marks,
+}
+
+impl PartialEq for BinAgg {
+    /// Two bins are equal when they hold the same traffic, whether or not either still keeps
+    /// the marks of its events (bookkeeping for merging, not part of what the bin says).
+    fn eq(&self, o: &Self) -> bool {
+        self.rows == o.rows
+            && self.classes == o.classes
+            && self.seed == o.seed
+            && self.sources == o.sources
+            && self.prefixes == o.prefixes
+            && self.top == o.top
+            && self.allowed == o.allowed
+    }
 }
 
 impl Default for BinAgg {
@@ -218,6 +237,7 @@ impl Default for BinAgg {
             prefixes: SourceSketch::new(ClassAgg::PREFIX_K),
             top: TopSources::default(),
             allowed: 0,
+            marks: Marks::default(),
         }
     }
 }
@@ -230,6 +250,7 @@ impl BinAgg {
         if profile == Profile::SeedOnly {
             return BinAgg {
                 seed: SeedAgg::with_capacity(prev.seed.sources.held()),
+                marks: Marks::with_capacity(prev.marks.len()),
                 ..BinAgg::default()
             };
         }
@@ -250,6 +271,7 @@ impl BinAgg {
             prefixes: SourceSketch::with_capacity(ClassAgg::PREFIX_K, prev.prefixes.held()),
             top: TopSources::default(),
             allowed: 0,
+            marks: Marks::with_capacity(prev.marks.len()),
         }
     }
 
@@ -279,10 +301,95 @@ impl BinAgg {
         b.sources.scale(factor);
         b.prefixes.scale(factor);
         b.top.scale(factor);
+        // A projection is looked at, never merged: it needs no marks.
+        b.marks = Marks::default();
         b
     }
 
+    /// Adds what one event brings (`m`, with its counters `meter`).
+    #[inline]
+    fn apply(&mut self, m: &Mark, meter: Meter) {
+        let w = m.weight;
+        self.rows += w as u64;
+        let ip = m.ip();
+        let h = ip.map(hash_ip);
+        if m.seed_count() {
+            self.seed.count += w as u64;
+            if let Some(h) = h {
+                self.seed.sources.insert_hash(h, w);
+            }
+        }
+        if m.seed_bytes() {
+            self.seed.bytes += meter.bytes;
+            self.seed.metered += 1;
+        }
+        if let Some(c) = m.count_class() {
+            let ca = &mut self.classes[c as usize];
+            ca.count += w as u64;
+            if let (Some(h), Some(ip)) = (h, ip) {
+                ca.sources.insert_hash(h, w);
+                self.sources.insert_hash(h, w);
+                self.prefixes.insert(ip.prefix(), w);
+                self.top.insert(ip, w as u64);
+            }
+            if m.allowed() {
+                self.allowed += w as u64;
+            }
+        }
+        if let Some(c) = m.bytes_class() {
+            let ca = &mut self.classes[c as usize];
+            ca.bytes += meter.bytes;
+            ca.packets += meter.packets;
+            ca.metered += 1;
+        }
+    }
+
+    /// Takes one event's [`BinAgg::apply`] back out, for a copy counted twice by a merge: the
+    /// other copy is still in, so every count stays at least the event's weight and each
+    /// source stays in its sketches with its exact count (see [`SourceSketch::withdraw`]).
+    fn withdraw(&mut self, m: &Mark, meter: Meter) {
+        let w = m.weight;
+        self.rows = self.rows.saturating_sub(w as u64);
+        let ip = m.ip();
+        let h = ip.map(hash_ip);
+        if m.seed_count() {
+            self.seed.count = self.seed.count.saturating_sub(w as u64);
+            if let Some(h) = h {
+                self.seed.sources.withdraw(h, w);
+            }
+        }
+        if m.seed_bytes() {
+            self.seed.bytes = self.seed.bytes.saturating_sub(meter.bytes);
+            self.seed.metered = self.seed.metered.saturating_sub(1);
+        }
+        if let Some(c) = m.count_class() {
+            let ca = &mut self.classes[c as usize];
+            ca.count = ca.count.saturating_sub(w as u64);
+            if let (Some(h), Some(ip)) = (h, ip) {
+                ca.sources.withdraw(h, w);
+                self.sources.withdraw(h, w);
+                self.prefixes.withdraw(hash_ip(ip.prefix()), w);
+                self.top.withdraw(ip, w as u64);
+            }
+            if m.allowed() {
+                self.allowed = self.allowed.saturating_sub(w as u64);
+            }
+        }
+        if let Some(c) = m.bytes_class() {
+            let ca = &mut self.classes[c as usize];
+            ca.bytes = ca.bytes.saturating_sub(meter.bytes);
+            ca.packets = ca.packets.saturating_sub(meter.packets);
+            ca.metered = ca.metered.saturating_sub(1);
+        }
+    }
+
     pub fn merge(&mut self, o: &BinAgg) {
+        self.merge_counting(o);
+    }
+
+    /// Folds `o` in and takes back out every event both held (found by their marks), so the
+    /// result is the bin of the de-duplicated events of both. Returns how many there were.
+    pub fn merge_counting(&mut self, o: &BinAgg) -> u64 {
         self.rows += o.rows;
         for (a, b) in self.classes.iter_mut().zip(&o.classes) {
             a.merge(b);
@@ -292,6 +399,18 @@ impl BinAgg {
         self.prefixes.merge(&o.prefixes);
         self.top.merge(&o.top);
         self.allowed += o.allowed;
+        if o.marks.is_empty() {
+            return 0;
+        }
+        let mut marks = std::mem::take(&mut self.marks);
+        let found = marks.absorb(&o.marks, |m, meter| self.withdraw(m, meter));
+        self.marks = marks;
+        found
+    }
+
+    /// Drops the marks: the bin is complete, nothing more will be merged into it.
+    pub fn forget_marks(&mut self) {
+        self.marks = Marks::default();
     }
 }
 
@@ -306,17 +425,16 @@ pub enum Profile {
     Floodwatch,
 }
 
-/// Drops exact duplicates (same DeviceName, Timestamp, ReportId) seen within `horizon` of event
-/// time of each other, in bounded memory: keys are kept per bin and forgotten once the newest
-/// event seen is more than `horizon` past their bin.
+/// The fingerprints of bins an aggregator handed on with [`Aggregator::take_all`] (a live
+/// reader passes its partial bins on after every batch, marks dropped): kept for `horizon` of
+/// event time, so a copy in a later batch is still found. Keys are kept per bin and forgotten
+/// once the newest event seen is more than `horizon` past their bin. The batch run never hands
+/// bins on that way; this stays empty there.
 #[derive(Clone, Debug)]
-struct Deduper {
+struct Handed {
     horizon: Nanos,
     width: BinWidth,
     sets: BTreeMap<i64, FxHashSet<u64>>,
-    /// The set of the bin the last event fell in, out of `sets` while in use: rows come in
-    /// time order, so most events find their set here without a tree lookup.
-    current: Option<(i64, FxHashSet<u64>)>,
     newest: Nanos,
     /// The bin of `newest - horizon`: sets of older bins are dropped.
     floor: i64,
@@ -325,25 +443,24 @@ struct Deduper {
     floor_end: Nanos,
 }
 
-impl Deduper {
+impl Handed {
     fn new(horizon: Nanos, width: BinWidth) -> Self {
         let floor = width.index(Nanos::MIN);
-        Deduper {
+        Handed {
             horizon,
             width,
             sets: BTreeMap::new(),
-            current: None,
             newest: Nanos::MIN,
             floor,
             floor_end: bin_end(width, floor),
         }
     }
 
-    /// True if the key was not seen before (within the horizon). `bin` is `ts`'s bin.
+    /// True if an event with `key` in bin `bin` (`ts`'s) was handed on within the horizon.
     #[inline]
-    fn first_sight(&mut self, ts: Nanos, bin: i64, key: u64) -> bool {
-        if self.horizon <= 0 {
-            return true;
+    fn remembers(&mut self, ts: Nanos, bin: i64, key: u64) -> bool {
+        if self.sets.is_empty() {
+            return false;
         }
         if ts > self.newest {
             self.newest = ts;
@@ -351,7 +468,6 @@ impl Deduper {
             if t >= self.floor_end {
                 let floor = self.width.index(t);
                 if floor > self.floor {
-                    self.park();
                     // Keep this event's own bin even if it is older than the floor.
                     self.sets = self.sets.split_off(&floor.min(bin));
                 }
@@ -359,35 +475,12 @@ impl Deduper {
                 self.floor_end = bin_end(self.width, floor);
             }
         }
-        if let Some((b, set)) = &mut self.current
-            && *b == bin
-        {
-            return set.insert(key);
-        }
-        self.park();
-        let mut set = match self.sets.remove(&bin) {
-            Some(set) => set,
-            None => {
-                // A new bin: sized like the bin before it, so the set does not regrow (and
-                // rehash) a dozen times while the bin fills. Not like the largest kept: after a
-                // burst, every set of the next hour would be as big as the burst's.
-                let hint = self
-                    .sets
-                    .range(..bin)
-                    .next_back()
-                    .map_or(0, |(_, s)| s.len());
-                FxHashSet::with_capacity_and_hasher(hint, Default::default())
-            }
-        };
-        let fresh = set.insert(key);
-        self.current = Some((bin, set));
-        fresh
+        self.sets.get(&bin).is_some_and(|s| s.contains(&key))
     }
 
-    /// Puts the current set back with the others.
-    fn park(&mut self) {
-        if let Some((b, set)) = self.current.take() {
-            self.sets.insert(b, set);
+    fn absorb(&mut self, bin: i64, keys: impl Iterator<Item = u64>) {
+        if self.horizon > 0 {
+            self.sets.entry(bin).or_default().extend(keys);
         }
     }
 }
@@ -414,7 +507,9 @@ pub struct Aggregator {
     /// Per device id: its latest bin as (bin index, position in `bins`). Rows of a device come
     /// in time order, so most events find their bin here without a map lookup.
     recent: Vec<Option<(i64, usize)>>,
-    dedup: Deduper,
+    /// Whether exact duplicates are dropped (each bin keeps its events' marks).
+    dedup: bool,
+    handed: Handed,
     stats: IngestStats,
     /// The last bin an event fell in, as (start, end, index): rows come in time order, and
     /// finding the bin is a 64-bit division otherwise.
@@ -433,7 +528,8 @@ pub struct Aggregator {
 pub enum Fate {
     /// Aggregated.
     Used,
-    /// An exact duplicate of an event already aggregated: dropped.
+    /// An exact duplicate of an event its bin already holds (or, for a live reader, handed on
+    /// within the duplicate horizon): dropped.
     Duplicate,
     /// Its bin was already sealed (see [`Aggregator::seal`]): dropped and counted in
     /// [`IngestStats::late`].
@@ -445,12 +541,16 @@ pub enum Fate {
 pub struct IngestStats {
     /// Events aggregated (after dropping duplicates).
     pub events: u64,
-    /// Exact duplicates dropped.
+    /// Exact duplicates dropped: found on arrival, or found when two parts of a bin merged.
     pub duplicates: u64,
     /// Events dropped because their bin had already been sealed and handed on: they came more
     /// than the lateness horizon behind newer events (see `Sealer`).
     #[serde(default)]
     pub late: u64,
+    /// Events aggregated without a duplicate check, because their bin already held
+    /// [`Marks::CAP`] marks.
+    #[serde(default)]
+    pub unchecked: u64,
     /// Oldest and newest event time seen (`None` before the first event).
     pub min_ts: Option<Nanos>,
     pub max_ts: Option<Nanos>,
@@ -461,6 +561,7 @@ impl IngestStats {
         self.events += o.events;
         self.duplicates += o.duplicates;
         self.late += o.late;
+        self.unchecked += o.unchecked;
         self.min_ts = opt_min(self.min_ts, o.min_ts);
         self.max_ts = opt_max(self.max_ts, o.max_ts);
     }
@@ -481,7 +582,8 @@ fn opt_max(a: Option<Nanos>, b: Option<Nanos>) -> Option<Nanos> {
 }
 
 impl Aggregator {
-    /// Default duplicate horizon: one hour of event time.
+    /// Default duplicate horizon of a live reader (see [`Aggregator::with_dedup_horizon`]): one
+    /// hour of event time.
     pub const DEFAULT_DEDUP_HORIZON: Nanos = NANOS_PER_HOUR;
 
     pub fn new(width: BinWidth, classify: ClassifyConfig) -> Self {
@@ -493,7 +595,8 @@ impl Aggregator {
             bins: Vec::new(),
             index: FxHashMap::default(),
             recent: Vec::new(),
-            dedup: Deduper::new(Self::DEFAULT_DEDUP_HORIZON, width),
+            dedup: true,
+            handed: Handed::new(Self::DEFAULT_DEDUP_HORIZON, width),
             stats: IngestStats::default(),
             last_bin: (1, 0, 0),
             last_width: width,
@@ -507,9 +610,12 @@ impl Aggregator {
         self
     }
 
-    /// Duplicates are recognised within `horizon` of event time; 0 turns de-duplication off.
+    /// 0 turns de-duplication off. Otherwise every copy of an event whose bin is still held is
+    /// dropped, and, for bins handed on with [`Aggregator::take_all`], every copy that comes
+    /// within `horizon` of event time (behind the newest event seen).
     pub fn with_dedup_horizon(mut self, horizon: Nanos) -> Self {
-        self.dedup = Deduper::new(horizon, self.width);
+        self.dedup = horizon > 0;
+        self.handed = Handed::new(horizon, self.width);
         self
     }
 
@@ -580,70 +686,89 @@ impl Aggregator {
 
     #[inline]
     pub fn add(&mut self, ev: &Event) -> Fate {
-        let key = combine(
-            combine(self.devices.name_hash(ev.device), ev.ts as u64),
-            mix64(ev.report_id as u64),
-        );
         let bin_index = self.bin_index(ev.ts);
-        if !self.dedup.first_sight(ev.ts, bin_index, key) {
-            self.stats.duplicates += 1;
-            return Fate::Duplicate;
-        }
-        // Seen before the late test: an event behind the horizon says the input is out of
-        // order, which holds the sealing back (see `Sealer`).
-        self.oldest_since = self.oldest_since.min(ev.ts);
         if bin_index < self.sealed_below {
+            // Seen: an event behind the horizon says the input is out of order, which holds
+            // the sealing back (see `Sealer`).
+            self.oldest_since = self.oldest_since.min(ev.ts);
             self.stats.late += 1;
             return Fate::Late;
         }
+        let key = if self.dedup {
+            let key = combine(
+                combine(self.devices.name_hash(ev.device), ev.ts as u64),
+                mix64(ev.report_id as u64),
+            );
+            if self.handed.remembers(ev.ts, bin_index, key) {
+                self.stats.duplicates += 1;
+                return Fate::Duplicate;
+            }
+            key
+        } else {
+            0
+        };
+        let mark = self.mark(ev);
+        let meter = Meter {
+            bytes: ev.bytes.unwrap_or(0),
+            packets: ev.packets.unwrap_or(0),
+        };
+        let slot = self.slot(ev.device, bin_index);
+        let bin = &mut self.bins[slot].1;
+        if self.dedup {
+            let full = bin.marks.len() >= Marks::CAP;
+            if !bin.marks.insert(key, mark, meter) {
+                self.stats.duplicates += 1;
+                return Fate::Duplicate;
+            }
+            self.stats.unchecked += full as u64;
+        }
+        self.oldest_since = self.oldest_since.min(ev.ts);
         let s = &mut self.stats;
         s.events += 1;
         s.min_ts = opt_min(s.min_ts, Some(ev.ts));
         s.max_ts = opt_max(s.max_ts, Some(ev.ts));
+        bin.apply(&mark, meter);
+        Fate::Used
+    }
 
+    /// What `ev` brings to its bin under this aggregator's classification and profile.
+    #[inline]
+    fn mark(&self, ev: &Event) -> Mark {
         let verdict = self.classify.classify(ev);
-        let slot = self.slot(ev.device, bin_index);
-        let bin = &mut self.bins[slot].1;
-        let w = ev.weight.max(1);
-        bin.rows += w as u64;
-        let src_hash = ev.remote_ip.map(hash_ip);
+        let mut mark = Mark::new(ev.weight.max(1), ev.remote_ip);
         if self.profile != Profile::Floodwatch {
             if verdict.seed_count {
-                bin.seed.count += w as u64;
-                if let Some(h) = src_hash {
-                    bin.seed.sources.insert_hash(h, w);
-                }
+                mark = mark.with_seed_count();
             }
-            if let (true, Some(b)) = (verdict.seed_bytes, ev.bytes) {
-                bin.seed.bytes += b;
-                bin.seed.metered += 1;
+            if verdict.seed_bytes && ev.bytes.is_some() {
+                mark = mark.with_seed_bytes();
             }
         }
         if self.profile == Profile::SeedOnly {
-            return Fate::Used;
+            return mark;
         }
         if let Some(c) = verdict.count {
-            let ca = &mut bin.classes[c as usize];
-            ca.count += w as u64;
-            if let (Some(h), Some(ip)) = (src_hash, ev.remote_ip) {
-                ca.sources.insert_hash(h, w);
-                bin.sources.insert_hash(h, w);
-                bin.prefixes.insert(ip.prefix(), w);
-                bin.top.insert(ip, w as u64);
-                if !self.classify.allow.is_empty() && self.classify.allow.contains(ip) {
-                    bin.allowed += w as u64;
-                }
+            mark = mark.with_count(c);
+            if let Some(ip) = ev.remote_ip
+                && !self.classify.allow.is_empty()
+                && self.classify.allow.contains(ip)
+            {
+                mark = mark.with_allowed();
             }
         }
         if let Some(c) = verdict.bytes
             && (ev.bytes.is_some() || ev.packets.is_some())
         {
-            let ca = &mut bin.classes[c as usize];
-            ca.bytes += ev.bytes.unwrap_or(0);
-            ca.packets += ev.packets.unwrap_or(0);
-            ca.metered += 1;
+            mark = mark.with_bytes(c);
         }
-        Fate::Used
+        mark
+    }
+
+    /// Accounts for `n` of this aggregator's events found, when its sealed bins merged with
+    /// another's, to be copies of events the other also counted (see [`crate::Sealer`]).
+    pub fn count_merged_duplicates(&mut self, n: u64) {
+        self.stats.events = self.stats.events.saturating_sub(n);
+        self.stats.duplicates += n;
     }
 
     /// Oldest and newest event time aggregated since the last call (newest: of all so far);
@@ -695,10 +820,18 @@ impl Aggregator {
 
     /// Hands on every bin held, open or not, without refusing later events for any of them:
     /// a reader that only pre-aggregates (the live service's) passes its partial bins on after
-    /// each batch and lets the consumer decide what is late. Device names and the duplicate
-    /// filter are kept; the result carries the stats gathered since the last call.
+    /// each batch and lets the consumer decide what is late. Device names are kept, and the
+    /// bins' fingerprints (for the duplicate horizon); the bins go without their marks. The
+    /// result carries the stats gathered since the last call.
     pub fn take_all(&mut self) -> Aggregates {
-        let bins: BTreeMap<BinKey, BinAgg> = std::mem::take(&mut self.bins).into_iter().collect();
+        let mut bins: BTreeMap<BinKey, BinAgg> =
+            std::mem::take(&mut self.bins).into_iter().collect();
+        for (k, b) in bins.iter_mut() {
+            if self.dedup {
+                self.handed.absorb(k.bin, b.marks.fingerprints());
+            }
+            b.forget_marks();
+        }
         self.index.clear();
         self.recent.clear();
         Aggregates {
@@ -756,8 +889,19 @@ impl Aggregates {
         }
     }
 
-    /// Folds `other` in, remapping its device ids by name.
-    pub fn merge(&mut self, mut other: Aggregates) {
+    /// Folds `other` in, remapping its device ids by name. Events both held (two parts of a bin
+    /// read by different workers, say) are counted once, and in the stats as duplicates.
+    pub fn merge(&mut self, other: Aggregates) {
+        let stats = other.stats;
+        self.stats.merge(&stats);
+        let found = self.merge_bins(other);
+        self.stats.events = self.stats.events.saturating_sub(found);
+        self.stats.duplicates += found;
+    }
+
+    /// [`Aggregates::merge`] of the bins alone, the stats left as they are: returns how many
+    /// events both held, for whoever keeps the stats (see [`crate::Sealer`]).
+    pub fn merge_bins(&mut self, mut other: Aggregates) -> u64 {
         assert_eq!(
             self.width, other.width,
             "merging aggregates of different bin widths"
@@ -769,19 +913,33 @@ impl Aggregates {
             .iter()
             .map(|n| self.devices.intern(n))
             .collect();
-        for (k, v) in std::mem::take(&mut other.bins) {
+        let mut found = 0;
+        for (k, mut v) in std::mem::take(&mut other.bins) {
             let k = BinKey {
                 device: remap[k.device as usize],
                 bin: k.bin,
             };
             match self.bins.get_mut(&k) {
-                Some(mine) => mine.merge(&v),
+                Some(mine) => {
+                    // Walk the smaller set of marks: either side's copy may stay.
+                    if v.marks.len() > mine.marks.len() {
+                        std::mem::swap(mine, &mut v);
+                    }
+                    found += mine.merge_counting(&v);
+                }
                 None => {
                     self.bins.insert(k, v);
                 }
             }
         }
-        self.stats.merge(&other.stats);
+        found
+    }
+
+    /// Drops every bin's marks: the bins are complete (see [`BinAgg::forget_marks`]).
+    pub fn forget_marks(&mut self) {
+        for b in self.bins.values_mut() {
+            b.forget_marks();
+        }
     }
 
     /// Takes out the bins below index `below`, with a copy of the device table and no stats.
@@ -961,38 +1119,165 @@ mod tests {
         );
     }
 
+    /// A copy is found while its bin is held, however far behind the newest event it comes;
+    /// once its bin is sealed it is late.
     #[test]
-    fn duplicates_beyond_the_horizon_are_forgotten() {
+    fn copies_are_found_while_their_bin_is_held() {
         let mut agg = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
             .with_dedup_horizon(600 * NANOS_PER_SEC);
-        for &(s, rid) in &[(0i64, 1i64), (0, 1), (3600, 2), (0, 1)] {
+        let mut fates = Vec::new();
+        for &(s, rid) in &[(0i64, 1i64), (0, 1), (7200, 2), (0, 1)] {
             let e = make(&mut agg, 0, s, 0, 9, rid);
-            agg.add(&e);
+            fates.push(agg.add(&e));
         }
+        use Fate::*;
+        assert_eq!(fates, [Used, Duplicate, Used, Duplicate]);
+        let hour = make(&mut agg, 0, 3600, 0, 9, 3).ts;
+        agg.seal(BinWidth::FIVE_MINUTES.index(hour));
+        let e = make(&mut agg, 0, 0, 0, 9, 1);
+        assert_eq!(agg.add(&e), Late);
         let a = agg.finish();
         assert_eq!(
-            a.stats.duplicates, 1,
-            "the third copy came after the horizon"
+            (a.stats.events, a.stats.duplicates, a.stats.late),
+            (2, 2, 1)
         );
-        assert_eq!(a.stats.events, 3);
+    }
+
+    /// A live reader hands its bins on after every batch: copies in later batches are found
+    /// within the horizon (of event time behind the newest event), and forgotten beyond it.
+    /// The bins go without their marks.
+    #[test]
+    fn handed_on_bins_remember_their_events_for_the_horizon() {
+        let add = |agg: &mut Aggregator, s: i64, rid: i64| {
+            let e = make(agg, 0, s, 0, 9, rid);
+            agg.add(&e)
+        };
+        let mut agg = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+            .with_dedup_horizon(600 * NANOS_PER_SEC);
+        assert_eq!(add(&mut agg, 0, 1), Fate::Used);
+        let first = agg.take_all();
+        assert!(first.bins.values().all(|b| b.marks.is_empty()));
+        assert_eq!(add(&mut agg, 0, 1), Fate::Duplicate, "within the horizon");
+        assert_eq!(add(&mut agg, 3600, 2), Fate::Used);
+        agg.take_all();
+        assert_eq!(add(&mut agg, 3600, 2), Fate::Duplicate);
+        assert_eq!(add(&mut agg, 0, 1), Fate::Used, "an hour behind: forgotten");
+        let mut off = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default())
+            .with_dedup_horizon(0);
+        assert_eq!(add(&mut off, 0, 1), Fate::Used);
+        assert_eq!(add(&mut off, 0, 1), Fate::Used, "0 turns it off");
+    }
+
+    /// Items made exact copies of each other by their identity: (device, second, rid) decide
+    /// the rest of the row, so the same identity is always the same record.
+    fn records(items: &[(u8, i64, u8, u16, i64)]) -> Vec<(u8, i64, u8, u16, i64)> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| {
+                let rid = (i % 97) as i64;
+                (it.0, it.1, (rid % 5) as u8, (rid * 7 % 1500) as u16, rid)
+            })
+            .collect()
+    }
+
+    fn aggregate_with(items: &[(u8, i64, u8, u16, i64)], allow: bool, p: Profile) -> Aggregates {
+        let mut cfg = ClassifyConfig::default();
+        if allow {
+            cfg.allow.add_cidr("198.51.0.0/24").unwrap();
+        }
+        let mut a = Aggregator::new(BinWidth::FIVE_MINUTES, cfg).with_profile(p);
+        for &(d, s, k, src, rid) in items {
+            let mut e = make(&mut a, d, s, k, src, rid);
+            e.weight = 1 + (rid % 3) as u32;
+            a.add(&e);
+        }
+        a.finish()
     }
 
     proptest! {
+        /// Every aggregate of a bin made from parts that share events equals the bin of the
+        /// de-duplicated events, whatever the split: events (with copies, rows that feed the
+        /// seed rule, bytes, allow-listed sources, several weights) cut into two parts that
+        /// overlap, aggregated apart and merged, directly or through serde, give what one
+        /// aggregator gives, stats and marks included.
         #[test]
         fn split_and_merged_equals_one_shot(
             items in proptest::collection::vec(item(), 0..600),
             cut in 0usize..600,
+            overlap in 0usize..200,
+            allow in any::<bool>(),
+            profile in prop::sample::select(vec![Profile::Full, Profile::SeedOnly, Profile::Floodwatch]),
+            through_serde in any::<bool>(),
         ) {
-            // Duplicates are not generated across the cut here (rids differ by side), since
-            // de-duplication is per aggregator by design.
+            let items = records(&items);
             let cut = cut.min(items.len());
-            let mut items = items;
-            for (i, it) in items.iter_mut().enumerate() { it.4 = i as i64; }
-            let whole = aggregate(&items);
-            let mut a = aggregate(&items[cut..]);
-            a.merge(aggregate(&items[..cut]));
-            prop_assert_eq!(a.stats, whole.stats);
-            prop_assert_eq!(a.by_name(), whole.by_name());
+            let back = cut.saturating_sub(overlap);
+            let whole = aggregate_with(&items, allow, profile);
+            let mut a = aggregate_with(&items[back..], allow, profile);
+            let mut b = aggregate_with(&items[..cut], allow, profile);
+            if through_serde {
+                a = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+                b = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+            }
+            a.merge(b);
+            // The overlap was read twice: its second reading is all duplicates.
+            let twice = (cut - back) as u64;
+            prop_assert_eq!(
+                a.stats,
+                IngestStats { duplicates: whole.stats.duplicates + twice, ..whole.stats }
+            );
+            let (got, want) = (a.by_name(), whole.by_name());
+            prop_assert_eq!(&got, &want);
+            for (k, v) in &want {
+                prop_assert_eq!(&got[k].marks, &v.marks);
+            }
+        }
+
+        /// Three aggregators reading interleaved parts of the same events (each event to one or
+        /// more of them), sealed together: the sealed bins and the stats are the de-duplicated
+        /// events', and the sealed bins carry no marks.
+        #[test]
+        fn sealed_parts_merge_to_the_deduplicated_bins(
+            items in proptest::collection::vec((item(), 1u8..8), 0..400),
+        ) {
+            let owners: Vec<u8> = items.iter().map(|i| i.1).collect();
+            let items = records(&items.iter().map(|i| i.0).collect::<Vec<_>>());
+            let whole = aggregate_with(&items, false, Profile::Full);
+            let mut aggs: Vec<Aggregator> = (0..3)
+                .map(|_| Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default()))
+                .collect();
+            for (it, owner) in items.iter().zip(&owners) {
+                for (j, a) in aggs.iter_mut().enumerate() {
+                    if owner & (1 << j) != 0 {
+                        let mut e = make(a, it.0, it.1, it.2, it.3, it.4);
+                        e.weight = 1 + (it.4 % 3) as u32;
+                        a.add(&e);
+                    }
+                }
+            }
+            let mut sealer = crate::Sealer::new(BinWidth::FIVE_MINUTES, Some(0));
+            // A first stretch sets the newest time; the second moves the floor past it all.
+            sealer.seal(aggs.iter_mut());
+            for a in aggs.iter_mut() {
+                let e = make(a, 0, 1_000_000, 0, 1, 10_000);
+                a.add(&e);
+            }
+            let sealed = sealer.seal(aggs.iter_mut()).unwrap_or_else(|| Aggregates::empty(BinWidth::FIVE_MINUTES));
+            prop_assert!(sealed.bins.values().all(|b| b.marks.is_empty()));
+            // The newest event's bin is still open in all three: merged as a run's rest is.
+            let mut rest = Aggregates::empty(BinWidth::FIVE_MINUTES);
+            for a in aggs {
+                rest.merge(a.finish());
+            }
+            let stats = rest.stats;
+            prop_assert_eq!(rest.bins.len(), 1);
+            prop_assert_eq!(rest.bins.values().next().map(|b| b.rows), Some(1));
+            prop_assert_eq!(stats.events, whole.stats.events + 1);
+            prop_assert_eq!(stats.duplicates, whole.stats.duplicates
+                + owners.iter().map(|o| o.count_ones() as u64 - 1).sum::<u64>()
+                + 2);
+            prop_assert_eq!(sealed.by_name(), whole.by_name());
         }
 
         /// Events of interleaved devices in any time order land in their own (device, bin),

@@ -12,6 +12,7 @@
 
 pub mod bins;
 pub mod classify;
+pub mod dedup;
 pub mod diag;
 pub mod hash;
 pub mod model;

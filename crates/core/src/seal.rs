@@ -82,9 +82,14 @@ impl Sealer {
         }
         self.floor = below;
         for a in aggs {
-            self.pending.merge(a.seal(below));
+            // Copies of one event read by two aggregators meet here: each found is taken off
+            // the events of the aggregator whose part brought the second copy.
+            let found = self.pending.merge_bins(a.seal(below));
+            a.count_merged_duplicates(found);
         }
-        let done = self.pending.split_below(below);
+        let mut done = self.pending.split_below(below);
+        // Complete: nothing more merges into these bins, so their marks can go.
+        done.forget_marks();
         (!done.bins.is_empty()).then_some(done)
     }
 }

@@ -253,6 +253,19 @@ impl SourceSketch {
         self.compact_if_over();
     }
 
+    /// Takes `weight` occurrences of the source with hash `h` back out: a copy of an event that
+    /// a merge counted twice (see [`crate::dedup`]). The other copy is still counted, so the
+    /// source stays, with the count it would have had; a hash outside the sample is not held
+    /// and needs nothing.
+    pub fn withdraw(&mut self, h: u64, weight: u32) {
+        if let Some(c) = self.entries.get_mut(&h) {
+            *c = c.saturating_sub(weight);
+            if *c == 0 {
+                self.entries.remove(&h);
+            }
+        }
+    }
+
     fn compact_if_over(&mut self) {
         if self.entries.len() > self.k as usize {
             self.compact();
@@ -503,6 +516,28 @@ impl TopSources {
         self.m = self.m.max(other.m);
         self.entries = out;
         self.rebuild();
+    }
+
+    /// Takes `weight` connections of `ip` back out (a copy a merge counted twice, see
+    /// [`crate::dedup`]). A counted source's estimate drops by as much, so it stays an upper
+    /// bound, and its lower bound (estimate minus error) stays one too; a source not counted
+    /// needs nothing.
+    pub fn withdraw(&mut self, ip: Ip, weight: u64) {
+        if self.buckets[top_bucket(ip)] == 0 {
+            return;
+        }
+        let Some(i) = self.entries.iter().position(|e| e.0 == ip) else {
+            return;
+        };
+        let e = &mut self.entries[i];
+        e.1 = e.1.saturating_sub(weight);
+        e.2 = e.2.min(e.1);
+        if e.1 == 0 {
+            self.entries.swap_remove(i);
+            self.rebuild();
+        } else {
+            self.sift_up(i);
+        }
     }
 
     fn min_count(&self) -> u64 {

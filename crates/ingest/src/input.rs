@@ -13,10 +13,13 @@ use floodwatch_core::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-use floodwatch_scan::{Chunk, Fallback, Worker, aggregate_lines, aggregate_lines_releasing};
+use floodwatch_scan::{
+    Chunk, DocChunk, DocSplitter, Fallback, Split, Worker, aggregate_lines,
+    aggregate_lines_releasing, aggregate_spans,
+};
 
 use crate::format::{BOM, Compression, InputFormat, ReaderKind};
-use crate::json::{parse_line, read_documents, read_documents_slice};
+use crate::json::{parse_element, parse_line, read_documents, read_documents_slice};
 use crate::record::{ColumnIndex, CsvRow, to_event_noting};
 use crate::{IngestError, IngestOptions, StreamOutput};
 
@@ -507,9 +510,12 @@ pub(crate) fn run(
     let mut rest = Aggregates::empty(width);
     let mut diagnostics = Diagnostics::default();
     for w in run.workers {
+        // Copies of one event read by different workers meet here and count once.
         rest.merge(w.agg.finish());
         diagnostics.merge(&w.diag);
     }
+    // Every input is read: nothing more merges into these bins.
+    rest.forget_marks();
     diagnostics.merge(&run.diag);
     Ok(StreamOutput {
         rest,
@@ -559,6 +565,9 @@ fn read_input(run: &mut Run, input: &Input) -> Result<InputFormat, IngestError> 
             }
             _ => read_blocks(run, input, opened)?,
         },
+        // The fast path: rows cut out of the document and read on every worker. Not in strict
+        // mode, which stops at the first error exactly where the general reader meets it.
+        ReaderKind::Document if !strict => read_doc_blocks(run, input, opened, &source)?,
         ReaderKind::Document if input.path.is_some() && opened.compression == Compression::None => {
             let bom = opened.bom;
             drop(opened);
@@ -675,6 +684,120 @@ fn read_document(
             strict,
         );
         run.diag.bytes_read += counted.n;
+    }
+    finish_input(run, input, compression, &brk)
+}
+
+/// A JSON document through the [`DocSplitter`], a block at a time (decoded on a thread of its
+/// own, as lines are): the rows of its row arrays go to every worker through the fast scanner,
+/// as NDJSON lines do. A document the splitter does not read (a Log Analytics response, a single
+/// row) goes to [`read_document`], the general reader, with every byte read so far.
+fn read_doc_blocks(
+    run: &mut Run,
+    input: &Input,
+    opened: Opened,
+    source: &Location,
+) -> Result<(), IngestError> {
+    read_doc_blocks_of(run, input, opened, source, (BLOCK, 64 << 10))
+}
+
+/// [`read_doc_blocks`] with blocks of at least `block.0` bytes, each read growing the buffer by
+/// at least `block.1` (a test cuts a document into tiny blocks to check they change nothing).
+fn read_doc_blocks_of(
+    run: &mut Run,
+    input: &Input,
+    opened: Opened,
+    source: &Location,
+    block: (usize, usize),
+) -> Result<(), IngestError> {
+    let Opened {
+        rest,
+        head,
+        bom,
+        compression,
+        brk,
+    } = opened;
+    let mut rest = ReadAhead::new(rest, false);
+    let io_err = |source| IngestError::Io {
+        path: input.path.clone().unwrap_or_else(|| PathBuf::from("-")),
+        source,
+    };
+    let mut splitter = DocSplitter::new();
+    let mut spans = Vec::new();
+    let mut buf = head;
+    // Bytes read and not yet counted: the general reader counts its own if it takes over.
+    let mut uncounted = buf.len() as u64;
+    // Offset (in the decompressed stream) of buf[0].
+    let mut offset = bom;
+    let mut eof = false;
+    let fallback: &Fallback = &parse_element;
+    loop {
+        let target = block.0.max(buf.len() + block.1);
+        while !eof && buf.len() < target {
+            let len = buf.len();
+            buf.resize(target, 0);
+            match rest.read(&mut buf[len..]) {
+                Ok(0) => {
+                    buf.truncate(len);
+                    eof = true;
+                }
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    uncounted += n as u64;
+                }
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        spans.clear();
+        let split = splitter.feed(&buf, eof, &mut spans);
+        if split == Split::NotFast {
+            let opened = Opened {
+                rest: Box::new(rest),
+                head: buf,
+                bom,
+                compression,
+                brk,
+            };
+            return read_document(run, input, opened, source, DOC_IN_MEMORY);
+        }
+        run.diag.bytes_read += std::mem::take(&mut uncounted);
+        let doc = DocChunk {
+            data: &buf,
+            source: &input.name,
+            base_offset: offset,
+        };
+        aggregate_spans(doc, &spans, &mut run.workers, fallback);
+        match split {
+            Split::Used(n) => {
+                offset += n as u64;
+                buf.drain(..n);
+                run.tick();
+                if eof {
+                    break;
+                }
+            }
+            Split::End { at, line, what } => {
+                // A stream cut short says so once, in `finish_input`, not also as an
+                // unclosed document.
+                if let Some(what) = what
+                    && slot(&brk).is_none()
+                {
+                    let w = first_worker(run);
+                    w.diag.records_read += 1;
+                    w.diag.skip(
+                        SkipReason::Malformed,
+                        Location {
+                            source: input.name.clone(),
+                            line: Some(line),
+                            offset: Some(offset + at as u64),
+                        },
+                        format!("JSON: {what}; the rest of the document is not read"),
+                    );
+                }
+                break;
+            }
+            Split::NotFast => {}
+        }
     }
     finish_input(run, input, compression, &brk)
 }
@@ -1371,6 +1494,57 @@ mod tests {
         (out, diag)
     }
 
+    /// `data` through the documents' fast path in blocks of `block` (as [`read_doc_blocks_of`]).
+    fn read_doc(data: &[u8], block: (usize, usize), name: &str) -> (Vec<u8>, Diagnostics) {
+        let opened = Opened {
+            rest: Box::new(io::Cursor::new(data.to_vec())),
+            head: Vec::new(),
+            bom: 0,
+            compression: Compression::None,
+            brk: Arc::new(Mutex::new(None)),
+        };
+        let input = Input {
+            path: None,
+            name: name.into(),
+        };
+        let opts = IngestOptions {
+            threads: 2,
+            ..IngestOptions::default()
+        };
+        let make = || {
+            Worker::new(Aggregator::new(
+                BinWidth::FIVE_MINUTES,
+                ClassifyConfig::default(),
+            ))
+        };
+        let mut run = Run {
+            opts: &opts,
+            workers: vec![make(), make()],
+            diag: Diagnostics::default(),
+            progress: Progress::new(false, &[]),
+            sealer: Sealer::new(BinWidth::FIVE_MINUTES, None),
+            sink: &mut |_| {},
+        };
+        let source = Location {
+            source: name.into(),
+            line: None,
+            offset: None,
+        };
+        read_doc_blocks_of(&mut run, &input, opened, &source, block).unwrap();
+        let mut diag = std::mem::take(&mut run.diag);
+        let mut all = Aggregates::empty(BinWidth::FIVE_MINUTES);
+        for w in run.workers {
+            diag.merge(&w.diag);
+            all.merge(w.agg.finish());
+        }
+        diag.bytes_read = 0;
+        diag.examples.sort();
+        (
+            format!("{:?}", (all.by_name(), all.stats)).into_bytes(),
+            diag,
+        )
+    }
+
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1417,6 +1591,17 @@ mod tests {
                 proptest::prop_assert!(once.0.len() > 100, "{}", name);
                 let split = run(Box::new(Pieces { data, at: 0, sizes: sizes.clone(), k: 0 }));
                 proptest::prop_assert_eq!(split, once, "{}", name);
+            }
+
+            // The documents' fast path, its blocks cut anywhere (down to a byte), against the
+            // whole document in one block: a row cut between blocks is read once, in full,
+            // at its line and offset.
+            let block = sizes[0];
+            for name in ["array.json", "ah-api.json", "graph.json", "eventhubs-pretty.json"] {
+                let data = fixture(name);
+                let whole = read_doc(&data, (BLOCK, 64 << 10), name);
+                proptest::prop_assert!(whole.1.records_read >= 30, "{}", name);
+                proptest::prop_assert_eq!(read_doc(&data, (block, 1), name), whole, "{}", name);
             }
         }
     }

@@ -226,10 +226,16 @@ impl Sink<'_> {
     /// One element of a streamed array, held as JSON text.
     fn raw_item(&mut self, raw: &RawValue) {
         self.mark(raw.get());
-        if self.raw(raw.get(), true) {
+        self.text_item(raw.get());
+    }
+
+    /// One element of an array as JSON text (which may not be valid JSON when it comes from
+    /// the document splitter rather than from serde).
+    fn text_item(&mut self, text: &str) {
+        if self.raw(text, true) {
             return;
         }
-        match serde_json::from_str::<Value>(raw.get()) {
+        match serde_json::from_str::<Value>(text) {
             Ok(v) => self.item(v),
             Err(e) => {
                 self.diag.records_read += 1;
@@ -785,6 +791,41 @@ pub fn parse_line(line: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut D
         sink.diag.records_read += 1;
         json_error(&mut sink, &e, line_offset);
     }
+}
+
+/// Parses one element of a document's row array (a row, an envelope, a message with records, a
+/// wrapped record: whatever an array element may be) into `agg`, with skips at `loc`. What the
+/// document reader does with each element; the fallback of the document splitter's fast path
+/// (`floodwatch_scan::aggregate_spans`), whose elements have not been checked as JSON.
+pub fn parse_element(text: &[u8], loc: Location, agg: &mut Aggregator, diag: &mut Diagnostics) {
+    let text = match std::str::from_utf8(text) {
+        Ok(t) => t,
+        Err(e) => {
+            diag.records_read += 1;
+            let at = e.valid_up_to();
+            let l = Location {
+                offset: loc.offset.map(|o| o + at as u64),
+                ..loc
+            };
+            diag.skip(
+                SkipReason::Malformed,
+                l,
+                format!("JSON: invalid UTF-8 (byte 0x{:02x})", text[at]),
+            );
+            return;
+        }
+    };
+    let mut sink = Sink {
+        agg,
+        diag,
+        base: &loc,
+        tracker: Tracker::Fixed,
+        current: None,
+        strict: false,
+        stopped: false,
+        scanner: None,
+    };
+    sink.text_item(text);
 }
 
 /// Reads a stream of JSON documents (usually one: an array or an API response; also several

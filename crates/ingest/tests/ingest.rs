@@ -152,8 +152,8 @@ mod golden {
     }
 
     /// Every fixture, and a larger input cut into several parts (bad lines among good ones,
-    /// no duplicates: those are removed per thread), read by one thread and by four, keeping
-    /// every bin or sealing them as they complete.
+    /// and exact copies of rows far enough back to land in another thread's part), read by one
+    /// thread and by four, keeping every bin or sealing them as they complete.
     #[test]
     fn four_threads_give_one_threads_result() {
         let dir = tempfile::tempdir().unwrap();
@@ -161,21 +161,26 @@ mod golden {
         let rows = std::fs::read_to_string(fixtures().join("ndjson.json")).unwrap();
         let rows: Vec<&str> = rows.lines().filter(|l| !l.trim().is_empty()).collect();
         let mut text = String::new();
+        // A new ReportId per row, so a row repeats another only where it is meant to.
+        let row = |i: usize| {
+            rows[i % rows.len()].replacen("\"ReportId\":", &format!("\"ReportId\":{}0", i + 1), 1)
+        };
+        let mut copies = 0;
         for i in 0..6000usize {
-            let row = rows[i % rows.len()];
             match i % 97 {
                 13 => text.push_str("{\"Timestamp\": nope}\n"),
-                // A new ReportId per copy, so no row repeats another.
-                _ => text.push_str(&format!(
-                    "{}\n",
-                    row.replacen("\"ReportId\":", &format!("\"ReportId\":{}0", i + 1), 1)
-                )),
+                // An exact copy of a row 3,000 rows back: in another part with four threads.
+                _ if i >= 3000 && i % 5 == 0 && (i - 3000) % 97 != 13 => {
+                    text.push_str(&format!("{}\n", row(i - 3000)));
+                    copies += 1;
+                }
+                _ => text.push_str(&format!("{}\n", row(i))),
             }
         }
         std::fs::write(&big, text).unwrap();
         assert!(std::fs::metadata(&big).unwrap().len() > 4 * (64 << 10));
         let mut paths: Vec<PathBuf> = FIXTURES.iter().map(|f| fixtures().join(f.0)).collect();
-        paths.push(big);
+        paths.push(big.clone());
         for path in paths {
             // Also with bins sealed as they complete (the command line's default).
             for lateness in [None, Some(3_600_000_000_000)] {
@@ -191,6 +196,9 @@ mod golden {
                 };
                 let (one, four) = (with(1), with(4));
                 let at = format!("{} {lateness:?}", path.display());
+                if path == big {
+                    assert_eq!(one.aggregates.stats.duplicates, copies, "{at}");
+                }
                 assert_eq!(one.aggregates.by_name(), four.aggregates.by_name(), "{at}");
                 assert_eq!(one.aggregates.stats, four.aggregates.stats, "{at}");
                 assert_eq!(one.diagnostics, four.diagnostics, "{at}");
@@ -856,5 +864,183 @@ mod signals {
             let out = run(&[fixtures().join(file)], &opts(f));
             assert_eq!(out.diagnostics.warnings_total, 0, "{file}");
         }
+    }
+}
+
+/// JSON documents take the rows of their row arrays through the parallel fast path: the same
+/// rows as NDJSON give the same aggregates and skips, whatever the shape, compression, size
+/// (many decoded blocks) and thread count, and a skipped row says where its element starts.
+mod documents {
+    use super::*;
+
+    /// Row `n`: one in 97 has a bad IP, one in 89 a wrong type, one in 101 carries its row in a
+    /// Splunk `body`, a tenth are from a second device; one in 50 repeats the row 40 before it.
+    fn rows(count: u32) -> Vec<String> {
+        (0..count)
+            .map(|i| {
+                let n = if i % 50 == 49 { i - 40 } else { i };
+                let ip = if n % 97 == 13 {
+                    "nope".to_owned()
+                } else {
+                    format!("203.0.{}.{}", n / 250 % 250, n % 250 + 1)
+                };
+                let port = if n % 89 == 7 { r#""x""# } else { "443" };
+                let row = format!(
+                    r#"{{"Timestamp":"2025-12-22T{:02}:{:02}:{:02}.{:07}Z","DeviceId":"ab","DeviceName":"web-{:02}.contoso.com","ActionType":"InboundConnectionAccepted","RemoteIP":"{ip}","RemotePort":{},"LocalIP":"10.0.0.4","LocalPort":{port},"Protocol":"Tcp","ReportId":{n},"AdditionalFields":"{{\"x\":1}}"}}"#,
+                    9 + n / 20_000,
+                    n / 400 % 60,
+                    n / 7 % 60,
+                    n,
+                    n % 10 / 9,
+                    1024 + n % 60_000
+                );
+                if n % 101 == 3 {
+                    format!(r#"{{"body":{row},"sourcetype":"x"}}"#)
+                } else {
+                    row
+                }
+            })
+            .collect()
+    }
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn documents_read_their_rows_as_ndjson_does() {
+        let dir = tempfile::tempdir().unwrap();
+        // Some 40 MB: several of the 16 MiB blocks a stream is read in.
+        let rows = rows(110_000);
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let nd = write("rows.ndjson", (rows.join("\n") + "\n").as_bytes());
+        let array = format!("[{}]", rows.join(","));
+        let pretty = format!("[\n  {}\n]\n", rows.join(",\n  "));
+        let api = format!(
+            r#"{{"Stats":{{"ExecutionTime":1.0}},"Schema":[{{"Name":"Timestamp","Type":"DateTime"}}],"Results":[{}]}}"#,
+            rows.join(",")
+        );
+        let docs = [
+            (
+                "array.json.gz",
+                gz(array.as_bytes()),
+                InputFormat::JsonArray,
+            ),
+            (
+                "pretty.json.gz",
+                gz(pretty.as_bytes()),
+                InputFormat::JsonArray,
+            ),
+            (
+                "api.json.gz",
+                gz(api.as_bytes()),
+                InputFormat::AdvancedHuntingApi,
+            ),
+            (
+                "api.json",
+                api.clone().into_bytes(),
+                InputFormat::AdvancedHuntingApi,
+            ),
+        ];
+        for threads in [1, 2] {
+            let o = IngestOptions {
+                threads,
+                ..opts(InputFormat::Auto)
+            };
+            let want = run(std::slice::from_ref(&nd), &o);
+            assert!(want.aggregates.stats.duplicates > 2000);
+            assert!(want.diagnostics.total_skipped() > 2000);
+            for (name, bytes, format) in &docs {
+                let p = write(name, bytes);
+                let got = run(std::slice::from_ref(&p), &o);
+                let at = format!("{name}, {threads} threads");
+                assert_eq!(got.formats.values().next(), Some(format), "{at}");
+                if threads == 1 {
+                    assert_eq!(got.aggregates.by_name(), want.aggregates.by_name(), "{at}");
+                } else {
+                    // Cut between the threads elsewhere than the lines are: the same bins but
+                    // for the heavy-hitter summaries, which merge within their error bound.
+                    let strip = |a: &Aggregates| {
+                        let mut a = a.clone();
+                        for b in a.bins.values_mut() {
+                            b.top = Default::default();
+                        }
+                        a
+                    };
+                    let (g, w) = (strip(&got.aggregates), strip(&want.aggregates));
+                    assert!(g.by_name() == w.by_name(), "{at}");
+                }
+                assert_eq!(got.aggregates.stats, want.aggregates.stats, "{at}");
+                let (g, w) = (&got.diagnostics, &want.diagnostics);
+                assert_eq!(g.records_read, w.records_read, "{at}");
+                assert_eq!(g.skipped, w.skipped, "{at}");
+                assert_eq!(g.wrapped, w.wrapped, "{at}");
+                // Each example names the element it skipped: its offset is where the element's
+                // text starts in the (decompressed) document, on the line given.
+                let text = if name.starts_with("pretty") {
+                    &pretty
+                } else if name.starts_with("array") {
+                    &array
+                } else {
+                    &api
+                };
+                assert!(!g.examples.is_empty(), "{at}");
+                for ex in &g.examples {
+                    let off = ex.location.offset.unwrap() as usize;
+                    assert!(text[off..].starts_with("{\"Timestamp\""), "{at}: {ex}");
+                    let line = text.as_bytes()[..off]
+                        .iter()
+                        .filter(|&&c| c == b'\n')
+                        .count();
+                    assert_eq!(ex.location.line, Some(line as u64 + 1), "{at}: {ex}");
+                }
+            }
+        }
+    }
+
+    /// A document that breaks off (a cut stream) or breaks (a syntax error): the rows before
+    /// count, and the break is reported once, with where.
+    #[test]
+    fn a_broken_document_keeps_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        // Good rows only, so the break is among the examples kept.
+        let rows: Vec<String> = rows(3000)
+            .into_iter()
+            .filter(|r| !r.contains("nope") && !r.contains(r#""x""#) && !r.contains("body"))
+            .collect();
+        let array = format!("[{}]", rows.join(","));
+        let cut_at = array.len() / 2;
+        let cut = gz(array.as_bytes());
+        let p = dir.path().join("cut.json.gz");
+        std::fs::write(&p, &cut[..cut.len() * 6 / 10]).unwrap();
+        let out = run_auto(&p);
+        let d = &out.diagnostics;
+        assert_eq!(d.count(SkipReason::Truncated), 1, "{:?}", d.examples);
+        assert_eq!(d.count(SkipReason::Malformed), 0, "{:?}", d.examples);
+        assert!(out.aggregates.stats.events > 1000);
+        let at = cut_at + array[cut_at..].find("},{\"Timestamp\"").unwrap() + 1;
+        let broken = format!("{}x{}", &array[..at], &array[at..]);
+        let p = dir.path().join("broken.json");
+        std::fs::write(&p, &broken).unwrap();
+        let out = run_auto(&p);
+        let d = &out.diagnostics;
+        assert_eq!(d.count(SkipReason::Malformed), 1, "{:?}", d.examples);
+        let ex = d
+            .examples
+            .iter()
+            .find(|e| e.reason == SkipReason::Malformed)
+            .unwrap();
+        let off = ex.location.offset.unwrap() as usize;
+        assert_eq!(off, at, "{ex}");
+        assert!(ex.message.starts_with("JSON: "), "{ex}");
+        // Every row before the break is read (and the break counted as one record).
+        let before = broken[..off].matches("\"ReportId\"").count() as u64;
+        assert_eq!(d.records_read, before + 1);
     }
 }

@@ -11,10 +11,14 @@
 //! - [`aggregate_lines`] splits a buffer of lines into one part per [`Worker`] and runs them on
 //!   scoped threads; each worker folds into its own `Aggregator`, and the finished aggregates
 //!   merge (`Aggregates::merge`) into the same result as one thread would produce.
+//! - [`DocSplitter`] cuts a JSON document (an array of rows, an API response) into its rows
+//!   without parsing them, and [`aggregate_spans`] reads those rows as [`aggregate_lines`] reads
+//!   lines, so a document is as fast as the same rows as NDJSON.
 //! - [`aggregate_file`] feeds a plain file through a memory map in windows and releases each
 //!   window afterwards, so peak memory does not grow with the file.
 
 mod af;
+mod doc;
 mod file;
 mod lines;
 mod row;
@@ -22,6 +26,7 @@ mod row;
 pub mod sample;
 mod split;
 
+pub use doc::{DocChunk, DocSplitter, Span, Split, aggregate_spans};
 pub use file::{FileOptions, aggregate_file};
 pub use lines::{
     Chunk, Fallback, RELEASE_STEP, Release, Worker, aggregate_lines, aggregate_lines_releasing,

@@ -20,14 +20,14 @@ pub struct Chunk<'a> {
 
 /// One thread's share of the work: its own aggregator and diagnostics, merged at the end.
 ///
-/// Exact duplicates (DeviceName, Timestamp, ReportId) are dropped per worker: two copies that
-/// land in different workers' parts both count. Defender's duplicates are adjacent re-sends,
-/// so this rarely matters, but N workers can count a few more events than one.
+/// Exact duplicates (DeviceName, Timestamp, ReportId) are dropped by the bins themselves: two
+/// copies that land in different workers' parts meet when the workers' bins merge, and count
+/// once (see `floodwatch_core::dedup`), so N workers count what one does.
 #[derive(Debug)]
 pub struct Worker {
     pub agg: Aggregator,
     pub diag: Diagnostics,
-    scanner: Scanner,
+    pub(crate) scanner: Scanner,
 }
 
 impl Worker {
@@ -144,8 +144,7 @@ pub fn aggregate_lines_releasing(
 /// Cuts `data` into at most `n` parts of about equal size and at least 64 KiB, each ending just
 /// after a `\n` (or at the end of the data). Returns (start, end) offsets.
 fn split(data: &[u8], n: usize) -> Vec<(usize, usize)> {
-    // Below this much per part a thread costs more than it saves; small inputs then also read
-    // exactly as one thread does (duplicates included: see [`Worker`]).
+    // Below this much per part a thread costs more than it saves.
     const MIN_PART: usize = 64 << 10;
     let n = n.min(data.len() / MIN_PART).max(1);
     let mut parts = Vec::with_capacity(n);
