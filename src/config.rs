@@ -81,8 +81,9 @@ pub struct IngestSection {
     pub strict: Option<bool>,
     /// Input format name, or `"auto"` to detect from content. Default `"auto"`.
     pub input_format: Option<String>,
-    /// Exact duplicates (same DeviceName, Timestamp, ReportId) are dropped when they occur within
-    /// this much event time of each other; `"0s"` turns de-duplication off. Default `"1h"`.
+    /// Exact duplicates (same DeviceName, Timestamp, ReportId) are dropped while their bin is
+    /// held; for the live readers this is also how long bins already handed on are remembered.
+    /// `"0s"` turns de-duplication off. Default `"1h"`.
     pub dedup_window: Option<String>,
     /// How far behind the input before it an event may come and still count: older bins are
     /// handed to detection as the input is read, which bounds memory on time-ordered input;

@@ -114,7 +114,8 @@ pub struct CommonArgs {
     /// Config key `floodwatch.suppress`. Default apply.
     #[arg(long, value_name = "MODE", value_parser = ["apply", "log-only"])]
     pub suppress: Option<String>,
-    /// Drop exact duplicates occurring within this much event time of each other (0s: off). Default 1h.
+    /// Exact duplicates are dropped while their bin is held (batch: see --lateness); for the live
+    /// readers, how long bins already handed on are remembered. 0s: off. Default 1h.
     #[arg(long, value_name = "DURATION")]
     pub dedup_window: Option<String>,
     /// Events may come this much event time behind the input before them and still count;
