@@ -209,7 +209,8 @@ pub struct BinAgg {
     pub allowed: u64,
     /// The events of the bin while it is open, so that copies are found however the bin was
     /// split (see [`crate::dedup`]); dropped once the bin is complete.
-    #[serde(default, skip_serializing_if = "Marks::is_empty")]
+    // Always written, even empty: the live journal is postcard, which cannot skip a field.
+    #[serde(default)]
     pub marks: Marks,
 }
 
