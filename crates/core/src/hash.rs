@@ -19,6 +19,40 @@ pub fn hash_ip(ip: Ip) -> u64 {
     mix64(lo ^ mix64(hi ^ 0x9e37_79b9_7f4a_7c15))
 }
 
+/// The inverse of a multiplication by odd `c` modulo 2^64 (Newton's iteration: each step
+/// doubles the correct low bits, 3 of which an odd number's own inverse starts with).
+const fn mul_inverse(c: u64) -> u64 {
+    let mut x = c;
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(c.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// The inverse of [`mix64`]: `unmix64(mix64(z)) == z` for every `z`.
+#[inline]
+pub fn unmix64(mut z: u64) -> u64 {
+    const INV1: u64 = mul_inverse(0xbf58_476d_1ce4_e5b9);
+    const INV2: u64 = mul_inverse(0x94d0_49bb_1331_11eb);
+    z ^= (z >> 31) ^ (z >> 62);
+    z = z.wrapping_mul(INV2);
+    z ^= (z >> 27) ^ (z >> 54);
+    z = z.wrapping_mul(INV1);
+    z ^ (z >> 30) ^ (z >> 60)
+}
+
+/// The IPv4 address whose [`hash_ip`] is `h`, if one is: for IPv4 (high word 0) the hash is a
+/// bijection of the low word, so a distinct-source sample, which keeps hashes only, still names
+/// its IPv4 sources. A hash of an IPv6 address reads as IPv4 with odds of 2^-32; `None` for the
+/// rest of them.
+pub fn ipv4_of_hash(h: u64) -> Option<Ip> {
+    let lo = unmix64(h) ^ mix64(0x9e37_79b9_7f4a_7c15);
+    let ip = Ip(lo as u128);
+    ip.is_v4().then_some(ip)
+}
+
 /// Hash of a byte string (FNV-1a, then mixed): device names, once per name, not per record.
 pub fn hash_bytes(b: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -56,5 +90,21 @@ mod tests {
         assert_eq!(combine(1, 2), 4_128_717_301_478_392_468);
         assert_eq!(combine(0, 0), 10_749_833_864_783_185_041);
         assert_ne!(combine(1, 2), combine(2, 1), "order matters");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn unmix_inverts_mix(z in proptest::prelude::any::<u64>()) {
+            proptest::prop_assert_eq!(unmix64(mix64(z)), z);
+        }
+
+        /// Every IPv4 address comes back from its hash; IPv6 addresses do not read as IPv4.
+        #[test]
+        fn ipv4_comes_back_from_its_hash(a in proptest::prelude::any::<[u8; 4]>(), hi in 1u64.., lo in proptest::prelude::any::<u64>()) {
+            let ip = Ip::v4(a);
+            proptest::prop_assert_eq!(ipv4_of_hash(hash_ip(ip)), Some(ip));
+            let v6 = Ip(((hi as u128) << 64) | lo as u128);
+            proptest::prop_assert_eq!(ipv4_of_hash(hash_ip(v6)), None);
+        }
     }
 }

@@ -159,6 +159,11 @@ impl SourceSketch {
         self.take(true).entries
     }
 
+    /// [`Self::canonical`] in no particular order (no sort).
+    pub fn sampled(&self) -> Vec<(u64, u32)> {
+        self.take(false).entries
+    }
+
     /// The k smallest entries; sorted only if asked (selecting them is linear, sorting is not).
     fn take(&self, sorted: bool) -> Sample {
         let mut v: Vec<(u64, u32)> = self.entries.iter().map(|(&h, &c)| (h, c)).collect();

@@ -706,7 +706,38 @@ fn top_sources_with(
     agg: &BinAgg,
     usual: &dyn Fn(floodwatch_core::Ip) -> u64,
 ) -> Vec<(TopSource, u64)> {
-    let candidates = agg.top.top(usize::MAX);
+    let mut candidates = agg.top.top(usize::MAX);
+    // Which sources the summary holds depends on the order the connections came in (and so on
+    // how the input was split between threads); among many equal counts, so would the list.
+    // The source sample does not: it is the k smallest hashes, with exact counts, and it names
+    // its IPv4 sources (see `ipv4_of_hash`). Its heaviest join the candidates, so while the
+    // sample holds every source the list is the true heaviest, ties broken by address.
+    let mut sampled: Vec<(u64, floodwatch_core::Ip)> = agg
+        .sources
+        .sampled()
+        .into_iter()
+        .filter_map(|(h, c)| floodwatch_core::hash::ipv4_of_hash(h).map(|ip| (u64::from(c), ip)))
+        .collect();
+    let by_weight = |a: &(u64, floodwatch_core::Ip), b: &(u64, floodwatch_core::Ip)| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
+    };
+    if sampled.len() > TOP_SOURCES {
+        // Only counts decide which make the cut here; ties at the cut are settled below.
+        let cut = sampled
+            .select_nth_unstable_by(TOP_SOURCES - 1, |a, b| b.0.cmp(&a.0))
+            .1
+            .0;
+        sampled.retain(|s| s.0 >= cut);
+    }
+    sampled.sort_by(by_weight);
+    // Exact counts: none past these can rank above them in the list.
+    sampled.truncate(TOP_SOURCES);
+    for (count, ip) in sampled {
+        if !candidates.iter().any(|c| c.0 == ip) {
+            candidates.push((ip, count, 0));
+        }
+    }
     let exact = agg.sources.exact_counts(
         candidates
             .iter()
@@ -818,6 +849,38 @@ mod tests {
         check_never_above(&sources, &top);
         assert_eq!(top[0].ip, "198.51.100.7");
         assert!(top[0].count > 20_000, "{:?}", top[0]);
+    }
+
+    /// A flat flood (thousands of sources with a few connections each, many equal counts, far
+    /// more sources than the summary's counters): the listed sources and counts are the same
+    /// whatever order the connections came in and however the bin was split into parts merged
+    /// later (as threads split it); they are the true heaviest, ties broken by address.
+    #[test]
+    fn top_sources_do_not_depend_on_order_or_split() {
+        let sources: Vec<(Ip, u64)> = (0..5_000u32)
+            .map(|i| {
+                let ip = Ip::v4([100, 64 + (i >> 8) as u8 % 8, (i >> 8) as u8, i as u8]);
+                (ip, 1 + u64::from(i % 7 == 3) + u64::from(i % 11 == 5) * 3)
+            })
+            .collect();
+        let forward = top_sources(&bin_of(&sources));
+        let mut reversed = sources.clone();
+        reversed.reverse();
+        let backward = top_sources(&bin_of(&reversed));
+        let (a, b) = sources.split_at(1_234);
+        let mut merged = bin_of(b);
+        merged.merge(&bin_of(a));
+        let split = top_sources(&merged);
+        assert_eq!(forward, backward);
+        assert_eq!(forward, split);
+        // The truth: counts descending, then the address as text.
+        let mut truth: Vec<(u64, String)> =
+            sources.iter().map(|s| (s.1, s.0.to_string())).collect();
+        truth.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
+        let want: Vec<(u64, String)> = truth.into_iter().take(TOP_SOURCES).collect();
+        let got: Vec<(u64, String)> = forward.iter().map(|t| (t.count, t.ip.clone())).collect();
+        assert_eq!(got, want);
+        assert!(forward.iter().all(|t| t.exact));
     }
 
     #[test]
