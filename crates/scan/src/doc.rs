@@ -615,6 +615,11 @@ fn run_spans(
             line: Some(s.line),
             offset: Some(doc.base_offset + s.start as u64),
         };
+        // Invalid UTF-8, maybe in a column the scanner skips: the general parser decides.
+        if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+            fallback(text, location(), &mut w.agg, diag);
+            continue;
+        }
         let openers = Openers::find(text);
         if let Some(ev) = w.scanner.scan_row_with(text, &openers, &mut w.agg) {
             handled += 1;

@@ -3,7 +3,7 @@
 use floodwatch_core::{Aggregator, Diagnostics, Location, SkipReason};
 
 use crate::row::{Openers, Scanner, trim};
-use crate::split::line_end;
+use crate::split::{line_end, plain_text};
 
 /// A buffer of whole lines from one input.
 #[derive(Clone, Copy, Debug)]
@@ -332,6 +332,14 @@ fn run_part(
                 location(),
                 format!("line of {} bytes is longer than {max_line}", line.len()),
             );
+            continue;
+        }
+        if openers.odd && !plain_text(line) {
+            // Invalid UTF-8 or a raw control character, maybe in a column the scanner skips:
+            // the general parser decides, as it would with no scanner.
+            if !trim(line).is_empty() {
+                fallback(line, location(), &mut w.agg, diag);
+            }
             continue;
         }
         if let Some(ev) = w.scanner.scan_row_with(line, &openers, &mut w.agg) {

@@ -1426,6 +1426,9 @@ pub struct Openers {
     at: [u32; OPENERS],
     /// How many were found; above [`OPENERS`], only the first are kept.
     n: usize,
+    /// The line has a byte outside printable ASCII (a CRLF's `\r` aside): it must be valid
+    /// UTF-8 without control characters before the scanner may take it (see `crate::split`).
+    pub odd: bool,
 }
 
 /// Openers remembered per line: the row's own brace, an encoded `AdditionalFields` object's,
@@ -1433,9 +1436,12 @@ pub struct Openers {
 const OPENERS: usize = 4;
 
 impl PartialEq for Openers {
-    /// Equal when they record the same offsets (entries past the count do not matter).
+    /// Equal when they record the same offsets (entries past the count do not matter) and the
+    /// same oddness.
     fn eq(&self, other: &Self) -> bool {
-        self.n == other.n && self.at[..self.n.min(OPENERS)] == other.at[..other.n.min(OPENERS)]
+        self.n == other.n
+            && self.odd == other.odd
+            && self.at[..self.n.min(OPENERS)] == other.at[..other.n.min(OPENERS)]
     }
 }
 
@@ -1449,7 +1455,7 @@ impl Openers {
         self.n += 1;
     }
 
-    /// All openers of `line`, found with `memchr2`.
+    /// All openers of `line`, found with `memchr2` (`odd` is not looked at).
     pub fn find(line: &[u8]) -> Self {
         let mut o = Openers::default();
         for p in memchr::memchr2_iter(b'{', b'[', line) {
