@@ -27,7 +27,7 @@ for target in sniff line readers; do
       sniff) cp "$f" "$corpus/$name" ;;
       line) split -l 1 -d -a 3 "$f" "$corpus/$name." 2>/dev/null || true ;;
       readers)
-        for pick in 0 1 2 3 4 5 6 7 8 9; do
+        for pick in 0 1 2 3 4 5 6 7 8 9 11; do
           { printf "\\x$(printf %02x "$pick")"; cat "$f"; } > "$corpus/$name.$pick"
         done
         ;;

@@ -9,7 +9,7 @@ use floodwatch_core::{Aggregator, BinWidth, ClassifyConfig};
 use floodwatch_ingest::{IngestOptions, InputFormat, ingest};
 use libfuzzer_sys::fuzz_target;
 
-const FORMATS: [InputFormat; 11] = [
+const FORMATS: [InputFormat; 12] = [
     InputFormat::Auto,
     InputFormat::Ndjson,
     InputFormat::JsonArray,
@@ -21,6 +21,7 @@ const FORMATS: [InputFormat; 11] = [
     InputFormat::DefenderCsv,
     InputFormat::SentinelCsv,
     InputFormat::Auto,
+    InputFormat::ODataList,
 ];
 
 fuzz_target!(|data: &[u8]| {

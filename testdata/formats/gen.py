@@ -114,6 +114,10 @@ write("ah-api.json", json.dumps({"Stats": {"ExecutionTime": 0.08, "resource_usag
 write("graph.json", json.dumps({"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.security.huntingQueryResults",
                                 "schema": [{"name": c, "type": TYPES.get(c, "String")} for c in COLS],
                                 "results": [ah(r) for r in rows]}, indent=2) + "\n")
+# 6b. OData collection response (a Graph or Defender API list, one page of it).
+write("odata.json", json.dumps({"@odata.context": "https://api.security.microsoft.com/api/$metadata#DeviceNetworkEvents",
+                                "value": [ah(r) for r in rows],
+                                "@odata.nextLink": "https://api.security.microsoft.com/api/DeviceNetworkEvents?$skiptoken=2"}, indent=2) + "\n")
 # 7. Log Analytics query API: TimeGenerated instead of Timestamp, rows positioned by columns.
 la_cols = ["TenantId", "TimeGenerated"] + COLS[1:] + ["Type"]
 la_rows = [["00000000-0000-0000-0000-00000000abcd", r["Timestamp"]] + [ah(r)[c] for c in COLS[1:]] + ["DeviceNetworkEvents"] for r in rows]

@@ -22,6 +22,10 @@ pub enum InputFormat {
     GraphHunting,
     /// Log Analytics query API response `{"tables":[{"columns","rows"}]}`.
     LogAnalytics,
+    /// An OData collection response `{"value":[...]}` (with `@odata.context`, maybe
+    /// `@odata.nextLink`): rows as a Microsoft Graph or Defender API list returns them, or a
+    /// page of one saved by a script or a flow.
+    ODataList,
     /// Defender portal CSV export.
     DefenderCsv,
     /// Sentinel portal CSV export (`TimeGenerated [UTC]`, US dates, maybe a BOM).
@@ -39,11 +43,12 @@ impl InputFormat {
         "ah-api",
         "graph",
         "log-analytics",
+        "odata",
         "defender-csv",
         "sentinel-csv",
     ];
 
-    const ALL: [InputFormat; 10] = [
+    const ALL: [InputFormat; 11] = [
         InputFormat::Auto,
         InputFormat::Ndjson,
         InputFormat::JsonArray,
@@ -52,6 +57,7 @@ impl InputFormat {
         InputFormat::AdvancedHuntingApi,
         InputFormat::GraphHunting,
         InputFormat::LogAnalytics,
+        InputFormat::ODataList,
         InputFormat::DefenderCsv,
         InputFormat::SentinelCsv,
     ];
@@ -78,7 +84,8 @@ impl InputFormat {
             InputFormat::JsonArray
             | InputFormat::AdvancedHuntingApi
             | InputFormat::GraphHunting
-            | InputFormat::LogAnalytics => ReaderKind::Document,
+            | InputFormat::LogAnalytics
+            | InputFormat::ODataList => ReaderKind::Document,
             InputFormat::DefenderCsv | InputFormat::SentinelCsv => ReaderKind::Csv,
         }
     }
@@ -213,13 +220,14 @@ fn one_object_per_line(head: &[u8]) -> bool {
 
 /// Kind of a JSON document from the first of its telling top-level keys.
 fn document_kind(body: &[u8]) -> Option<InputFormat> {
-    let keys: [(&[u8], InputFormat); 6] = [
+    let keys: [(&[u8], InputFormat); 7] = [
         (b"\"Results\"", InputFormat::AdvancedHuntingApi),
         (b"\"Schema\"", InputFormat::AdvancedHuntingApi),
         (b"\"results\"", InputFormat::GraphHunting),
         (b"\"schema\"", InputFormat::GraphHunting),
         (b"\"tables\"", InputFormat::LogAnalytics),
         (b"\"records\"", InputFormat::EventHubs),
+        (b"\"value\"", InputFormat::ODataList),
     ];
     keys.iter()
         .filter_map(|(k, f)| memchr::memmem::find(body, k).map(|at| (at, *f)))
@@ -267,7 +275,7 @@ mod tests {
 
     #[test]
     fn sniffs_each_shape() {
-        let cases: [(&[u8], InputFormat); 14] = [
+        let cases: [(&[u8], InputFormat); 16] = [
             (b"{\"Timestamp\":\"x\",\"DeviceName\":\"a\"}\n{\"a\":1}\n", InputFormat::Ndjson),
             (b"\xef\xbb\xbf  {\"Timestamp\":\"x\"}\r\n", InputFormat::Ndjson),
             (b"[\n  {\"Timestamp\": \"x\"}\n]", InputFormat::JsonArray),
@@ -278,6 +286,8 @@ mod tests {
             (b"{\n \"Stats\": {\n  \"x\": 1},\n \"Schema\": [", InputFormat::AdvancedHuntingApi),
             (b"{\n \"@odata.context\": \"x\",\n \"schema\": [", InputFormat::GraphHunting),
             (b"{\n \"tables\": [", InputFormat::LogAnalytics),
+            (b"{\n \"@odata.context\": \"x\",\n \"value\": [", InputFormat::ODataList),
+            (b"{\"@odata.context\":\"x\",\"value\":[{\"Timestamp\":\"t\"}]}", InputFormat::ODataList),
             (b"Timestamp,DeviceName,ActionType\r\n", InputFormat::DefenderCsv),
             (b"\xef\xbb\xbfTimeGenerated [UTC],DeviceName\n", InputFormat::SentinelCsv),
             (b"\x00\x01\x02\xff", InputFormat::Ndjson),
@@ -335,6 +345,7 @@ mod tests {
                     | InputFormat::AdvancedHuntingApi
                     | InputFormat::GraphHunting
                     | InputFormat::LogAnalytics
+                    | InputFormat::ODataList
             );
             match body.first() {
                 Some(b'[') => proptest::prop_assert_eq!(f, InputFormat::JsonArray),

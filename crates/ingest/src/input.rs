@@ -1597,7 +1597,13 @@ mod tests {
             // whole document in one block: a row cut between blocks is read once, in full,
             // at its line and offset.
             let block = sizes[0];
-            for name in ["array.json", "ah-api.json", "graph.json", "eventhubs-pretty.json"] {
+            for name in [
+                "array.json",
+                "ah-api.json",
+                "graph.json",
+                "odata.json",
+                "eventhubs-pretty.json",
+            ] {
                 let data = fixture(name);
                 let whole = read_doc(&data, (BLOCK, 64 << 10), name);
                 proptest::prop_assert!(whole.1.records_read >= 30, "{}", name);

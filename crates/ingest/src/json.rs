@@ -265,8 +265,12 @@ impl Sink<'_> {
     }
 
     fn object(&mut self, mut m: Map<String, Value>) {
-        for key in ["records", "results", "tables"] {
+        for key in ["records", "results", "value", "tables"] {
             if let Some(k) = m.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() {
+                // `value` holds rows only as an OData list's array; elsewhere it may be a column.
+                if key == "value" && !m[&k].is_array() {
+                    continue;
+                }
                 let v = m.remove(&k).unwrap_or(Value::Null);
                 match (key, v) {
                     ("tables", Value::Array(tables)) => {
@@ -526,7 +530,7 @@ impl<'de, E: Elem<'de>> Visitor<'de> for Doc<'_, '_, E> {
         while let Some(key) = map.next_key::<String>()? {
             let k = key.to_ascii_lowercase();
             match k.as_str() {
-                "records" | "results" => {
+                "records" | "results" | "value" => {
                     map.next_value_seed(Items::<E> {
                         sink: self.sink,
                         elem: PhantomData,
@@ -807,10 +811,15 @@ pub fn parse_element(text: &[u8], loc: Location, agg: &mut Aggregator, diag: &mu
                 offset: loc.offset.map(|o| o + at as u64),
                 ..loc
             };
+            // As for a line (`parse_line`): a row reads the same in every shape.
             diag.skip(
-                SkipReason::Malformed,
+                SkipReason::Binary,
                 l,
-                format!("JSON: invalid UTF-8 (byte 0x{:02x})", text[at]),
+                format!(
+                    "not UTF-8 text (invalid byte 0x{:02x} at column {})",
+                    text[at],
+                    at + 1
+                ),
             );
             return;
         }

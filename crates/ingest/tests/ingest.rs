@@ -38,7 +38,7 @@ fn bin(t: &str) -> i64 {
     BinWidth::FIVE_MINUTES.index(parse_rfc3339(t.as_bytes()).unwrap())
 }
 
-const FIXTURES: [(&str, InputFormat, u64); 15] = [
+const FIXTURES: [(&str, InputFormat, u64); 16] = [
     ("ndjson.json", InputFormat::Ndjson, 0),
     ("array.json", InputFormat::JsonArray, 0),
     ("eventhubs.json", InputFormat::EventHubs, 1),
@@ -46,6 +46,7 @@ const FIXTURES: [(&str, InputFormat, u64); 15] = [
     ("storage.json", InputFormat::StorageExport, 1),
     ("ah-api.json", InputFormat::AdvancedHuntingApi, 0),
     ("graph.json", InputFormat::GraphHunting, 0),
+    ("odata.json", InputFormat::ODataList, 0),
     ("log-analytics.json", InputFormat::LogAnalytics, 0),
     ("defender.csv", InputFormat::DefenderCsv, 0),
     ("sentinel.csv", InputFormat::SentinelCsv, 0),

@@ -59,7 +59,7 @@ enum State {
 }
 
 /// Keys whose array holds the rows, as the general reader streams them (any case).
-const ROW_KEYS: [&[u8]; 2] = [b"records", b"results"];
+const ROW_KEYS: [&[u8]; 3] = [b"records", b"results", b"value"];
 
 /// The incremental splitter; see the module documentation.
 #[derive(Clone, Debug)]
