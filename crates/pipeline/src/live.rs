@@ -235,9 +235,10 @@ impl IncidentPhase {
     }
 }
 
-/// A change of a device incident, for chat and webhook sinks: one message when it opens,
-/// updates when it escalates and when it ends (a pulse wave is one incident: its pulses do
-/// not open and end incidents of their own).
+/// A change of an incident, for chat and webhook sinks: one message when it opens, updates
+/// when it escalates and when it ends (a pulse wave is one incident: its pulses do not open
+/// and end incidents of their own). Most are a device's; a fleet-wide (carpet bombing)
+/// incident lists its `Devices` and escalates as devices join it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct IncidentEvent {
@@ -265,6 +266,9 @@ pub struct IncidentEvent {
     pub pulses: Vec<Pulse>,
     /// The alert that caused this change (the last one, when closed).
     pub alert: Alert,
+    /// For a fleet-wide (carpet bombing) incident, its devices so far; empty for a device's.
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// What the engine emits.
@@ -291,6 +295,33 @@ pub struct Tracker {
     linker: Linker,
     /// Per open attack incident (by id).
     notes: BTreeMap<String, Note>,
+    /// The fleet-wide incident under way, if any.
+    #[serde(default)]
+    carpet: Option<Carpet>,
+    /// Devices with open incidents it takes, at least, to call a fleet-wide bin carpet bombing.
+    #[serde(default)]
+    carpet_min_devices: u32,
+}
+
+/// A fleet-wide (carpet bombing) incident under way: announced when a bin raised by the
+/// fleet-wide test finds at least `carpet_min_devices` devices with open unsuppressed
+/// incidents; it takes every device whose incident overlaps it and ends when the last of
+/// their incidents ends. The batch builder's carpet incident (`FW-carpet-<start>`) is the same
+/// grouping seen whole: its id is this one's when the devices' incidents started as they did
+/// live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Carpet {
+    id: String,
+    /// Start bin: the earliest of its device incidents'.
+    start: i64,
+    /// Device incident ids it took, by device.
+    members: BTreeMap<String, String>,
+    note: Note,
+    last_bin: i64,
+    /// Complete alert bins of its devices since it opened.
+    alert_bins: u32,
+    /// The campaign of its earliest device incident, as in the batch view.
+    campaign: Option<String>,
 }
 
 impl Tracker {
@@ -298,6 +329,8 @@ impl Tracker {
         Tracker {
             linker: Linker::new(fw, width),
             notes: BTreeMap::new(),
+            carpet: None,
+            carpet_min_devices: fw.carpet_min_devices.max(1),
         }
     }
 
@@ -334,7 +367,127 @@ impl Tracker {
             alert_bins: a.alert_bins,
             pulses: a.pulses.iter().map(|p| p.pulse(width)).collect(),
             alert: alert.clone(),
+            devices: Vec::new(),
         }
+    }
+
+    fn carpet_event(
+        &self,
+        phase: IncidentPhase,
+        event_id: String,
+        c: &Carpet,
+        at: Nanos,
+    ) -> IncidentEvent {
+        let width = self.linker.width();
+        IncidentEvent {
+            event_id,
+            incident_id: c.id.clone(),
+            campaign_id: c.campaign.clone(),
+            phase,
+            device_name: c.note.last_alert.device_name.clone(),
+            start: width.start(c.start),
+            end: (phase == IncidentPhase::Closed).then(|| width.start(c.last_bin + 1)),
+            detected_at: at,
+            severity: c.note.severity,
+            vector: c.note.last_alert.vector.map(|v| v.as_str().to_owned()),
+            peak_requests: c.note.peak,
+            alert_bins: c.alert_bins,
+            pulses: Vec::new(),
+            alert: c.note.last_alert.clone(),
+            devices: c.members.keys().cloned().collect(),
+        }
+    }
+
+    /// After a complete bin's alert was filed: a fleet-wide one may open the carpet incident
+    /// or bring it a device; a device's alert inside one counts towards its peak.
+    fn observe_carpet(
+        &mut self,
+        alert: &Alert,
+        bin: i64,
+        carpet: bool,
+        at: Nanos,
+    ) -> Option<IncidentEvent> {
+        if alert.suppressed {
+            return None;
+        }
+        // Open unsuppressed device incidents, by device: (id, start, campaign).
+        let open: BTreeMap<String, (String, i64, String)> = self
+            .notes
+            .keys()
+            .filter_map(|id| {
+                let a = self.linker.attacks().find(|a| &a.id == id)?;
+                Some((
+                    a.device.clone(),
+                    (a.id.clone(), a.start, a.campaign.clone()),
+                ))
+            })
+            .collect();
+        match self.carpet.as_mut() {
+            None => {
+                if !carpet || open.len() < self.carpet_min_devices as usize {
+                    return None;
+                }
+                let start = open.values().map(|v| v.1).min().unwrap_or(bin);
+                let campaign = open
+                    .values()
+                    .min_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)))
+                    .map(|v| v.2.clone());
+                let c = Carpet {
+                    id: format!("FW-carpet-{}", compact(self.linker.width().start(start))),
+                    start,
+                    members: open.into_iter().map(|(d, v)| (d, v.0)).collect(),
+                    note: Note {
+                        severity: alert.severity,
+                        escalations: 1,
+                        peak: alert.request_count,
+                        last_alert: alert.clone(),
+                    },
+                    last_bin: bin,
+                    alert_bins: 1,
+                    campaign,
+                };
+                let ev =
+                    self.carpet_event(IncidentPhase::Opened, format!("{}:opened", c.id), &c, at);
+                self.carpet = Some(c);
+                Some(ev)
+            }
+            Some(c) => {
+                let Some((id, _, _)) = open.get(&alert.device_name) else {
+                    return None;
+                };
+                c.last_bin = c.last_bin.max(bin);
+                c.alert_bins += 1;
+                c.note.peak = c.note.peak.max(alert.request_count);
+                c.note.last_alert = alert.clone();
+                let joined = c
+                    .members
+                    .insert(alert.device_name.clone(), id.clone())
+                    .is_none();
+                let rose = alert.severity > c.note.severity;
+                c.note.severity = c.note.severity.max(alert.severity);
+                if !(joined || rose) {
+                    return None;
+                }
+                c.note.escalations += 1;
+                let c = c.clone();
+                Some(self.carpet_event(
+                    IncidentPhase::Escalated,
+                    format!("{}:escalated:{}", c.id, c.note.escalations - 1),
+                    &c,
+                    at,
+                ))
+            }
+        }
+    }
+
+    /// The carpet incident ends with the last of its devices' incidents.
+    fn carpet_closed(&mut self, at: Nanos) -> Option<IncidentEvent> {
+        let c = self.carpet.as_ref()?;
+        if c.members.values().any(|id| self.notes.contains_key(id)) {
+            return None;
+        }
+        let c = self.carpet.take()?;
+        Some(self.carpet_event(IncidentPhase::Closed, format!("{}:closed", c.id), &c, at))
     }
 
     fn closed(&mut self, a: Attack, at: Nanos) -> Option<IncidentEvent> {
@@ -410,10 +563,12 @@ impl Tracker {
     /// Ends the incidents no alert at or after `floor` can extend (every bin below it scored).
     fn close_below(&mut self, floor: i64, at: Nanos) -> Vec<IncidentEvent> {
         let ended = self.linker.close_below(floor);
-        ended
+        let mut out: Vec<IncidentEvent> = ended
             .into_iter()
             .filter_map(|a| self.closed(a, at))
-            .collect()
+            .collect();
+        out.extend(self.carpet_closed(at));
+        out
     }
 
     /// Device incidents still open (an attack until its pulse gap has passed), with their ids.
@@ -992,7 +1147,8 @@ impl Engine {
                 s.alert = true;
                 s.suppressed = alert.suppressed;
             }
-            let (incident, changes) = self.tracker.observe(&alert, sc.bin, Stage::Bin, at);
+            let (incident, mut changes) = self.tracker.observe(&alert, sc.bin, Stage::Bin, at);
+            changes.extend(self.tracker.observe_carpet(&alert, sc.bin, sc.carpet, at));
             alert.incident_id = Some(incident);
             self.counters.bin_alerts += 1;
             out.push(Emit::Alert(Box::new(LiveAlert {
@@ -1048,4 +1204,117 @@ fn unproject(alert: &mut Alert, seen: Nanos) {
             projected
         ),
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use floodwatch_detect::alert::{Confidence, RuleName, TopSource, Vector};
+    use floodwatch_detect::floodwatch::IncidentKind;
+    use floodwatch_detect::floodwatch::incident::build_incidents;
+
+    const W: BinWidth = BinWidth::FIVE_MINUTES;
+
+    fn alert(device: &str, bin: i64, count: u64, carpet: bool) -> Scored {
+        Scored {
+            alert: Alert {
+                time_generated: W.start(bin),
+                device_name: device.into(),
+                request_count: count,
+                unique_source_ips: 10,
+                total_bytes: None,
+                attack_confidence: Confidence::Medium,
+                rule: RuleName::Floodwatch,
+                vector: Some(Vector::HttpsFlood),
+                vector_share: Some(0.9),
+                severity: Severity::Medium,
+                reasons: vec![],
+                baseline: None,
+                new_source_ratio: None,
+                top_sources: vec![TopSource {
+                    ip: format!("203.0.113.{}", count % 200),
+                    count,
+                    exact: true,
+                    count_upper_bound: None,
+                }],
+                mitre_techniques: vec![],
+                suppressed: false,
+                suppression_reason: None,
+                incident_id: None,
+                partial: None,
+            },
+            bin,
+            carpet,
+        }
+    }
+
+    /// Several devices flooded together, some bins raised by the fleet-wide test: live, one
+    /// fleet-wide incident is announced beside the devices' own, takes each device as it joins,
+    /// and ends with the last of them; its id, devices, start, end and campaign are the batch
+    /// builder's carpet incident's.
+    #[test]
+    fn a_carpet_bombing_is_announced_as_one_incident_with_its_devices() {
+        let fw = FloodwatchConfig::default();
+        let mut scored = vec![
+            alert("web01", 50, 300, true),
+            alert("web03", 50, 310, false),
+            alert("web01", 51, 300, true),
+            alert("web02", 51, 280, true),
+            alert("web01", 52, 900, true),
+            alert("web04", 52, 290, true),
+        ];
+        let mut tracker = Tracker::new(&fw, W);
+        let mut events = Vec::new();
+        for sc in &scored {
+            let at = W.start(sc.bin + 1);
+            events.extend(tracker.close_below(sc.bin, at));
+            let (_, changes) = tracker.observe(&sc.alert, sc.bin, Stage::Bin, at);
+            events.extend(changes);
+            events.extend(tracker.observe_carpet(&sc.alert, sc.bin, sc.carpet, at));
+        }
+        events.extend(tracker.close_below(100, W.start(100)));
+        let carpet: Vec<&IncidentEvent> = events
+            .iter()
+            .filter(|e| e.incident_id.starts_with("FW-carpet-"))
+            .collect();
+        let phases: Vec<(&str, usize)> = carpet
+            .iter()
+            .map(|e| (e.phase.as_str(), e.devices.len()))
+            .collect();
+        // Opened once three devices had incidents (web01, web03, then web02's bin); web04
+        // joins; it closes with the last device incident.
+        assert_eq!(phases, vec![("opened", 3), ("escalated", 4), ("closed", 4)]);
+        let ids: BTreeSet<&str> = carpet.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids.len(), carpet.len(), "event ids are unique");
+        let closed = carpet.last().unwrap();
+        assert!(events.last().unwrap().incident_id.starts_with("FW-carpet-"));
+        let last = |d: &str| (d.to_string(), 99);
+        let lb: LastBins_ = ["web01", "web02", "web03", "web04"]
+            .iter()
+            .map(|d| last(d))
+            .collect();
+        let batch = build_incidents(&mut scored, W, &fw, &lb);
+        let b = batch
+            .iter()
+            .find(|i| i.kind == IncidentKind::CarpetBombing)
+            .unwrap();
+        assert_eq!(closed.incident_id, b.incident_id);
+        assert_eq!(closed.devices, b.devices);
+        assert_eq!(closed.start, b.start);
+        assert_eq!(closed.end, b.end);
+        assert_eq!(closed.campaign_id, b.campaign_id);
+        assert_eq!(closed.peak_requests, 900);
+        // Every device's own incident is announced too.
+        for d in ["web01", "web02", "web03", "web04"] {
+            assert!(
+                events.iter().any(|e| e.phase == IncidentPhase::Opened
+                    && e.devices.is_empty()
+                    && e.device_name == d),
+                "{d}"
+            );
+        }
+    }
+
+    type LastBins_ = floodwatch_detect::floodwatch::detector::LastBins;
 }

@@ -30,8 +30,9 @@
 //!   linked by sources, if at all, when its first complete bin is scored.)
 //! - **Carpet bombing.** Unsuppressed device incidents that overlap in time, on at least
 //!   `carpet_min_devices` devices, with at least one bin raised by the fleet-wide test, become
-//!   one incident listing every device, in the campaign of its earliest device incident. (This
-//!   is the batch view: the live service announces each device's incident.)
+//!   one incident listing every device, in the campaign of its earliest device incident. (Live,
+//!   each device's incident is announced, and the fleet-wide one beside them once a bin raised
+//!   by the fleet-wide test finds enough devices with open incidents.)
 //!
 //! Ids are deterministic: `FW-<device>-<start>` or `FW-carpet-<start>` (start as
 //! `YYYYMMDDTHHMMSSZ`), so re-running on the same data gives the same ids.

@@ -551,7 +551,10 @@ struct Incident<'a> {
     event_id: &'a str,
     incident_id: &'a str,
     phase: &'a str,
-    device: &'a str,
+    /// The device, or for a fleet-wide incident `carpet bombing of N devices (a, b, ...)`.
+    device: String,
+    /// A fleet-wide incident's devices (empty for a device's).
+    devices: Vec<&'a str>,
     severity: &'a str,
     vector: Option<&'a str>,
     start: Option<Nanos>,
@@ -578,9 +581,14 @@ impl<'a> Incident<'a> {
             event_id: text(ev, "EventId").unwrap_or_default(),
             incident_id: text(ev, "IncidentId").unwrap_or_default(),
             phase: text(ev, "Phase").unwrap_or("changed"),
-            device: text(ev, "DeviceName")
-                .or_else(|| text(alert, "DeviceName"))
-                .unwrap_or("an unnamed device"),
+            device: match strings(ev, "Devices") {
+                d if d.is_empty() => text(ev, "DeviceName")
+                    .or_else(|| text(alert, "DeviceName"))
+                    .unwrap_or("an unnamed device")
+                    .to_owned(),
+                d => format!("{} devices (carpet bombing: {})", d.len(), d.join(", ")),
+            },
+            devices: strings(ev, "Devices"),
             severity: text(ev, "Severity").unwrap_or("Unknown"),
             vector: text(ev, "Vector").or_else(|| text(alert, "Vector")),
             start: nanos(ev, "Start"),
@@ -693,7 +701,14 @@ impl<'a> Incident<'a> {
     /// (title, value) of the facts a chat message lists, present ones only.
     fn facts(&self) -> Vec<(&'static str, String)> {
         let mut f = vec![
-            ("Device", self.device.to_owned()),
+            (
+                if self.devices.is_empty() {
+                    "Device"
+                } else {
+                    "Devices"
+                },
+                self.device.clone(),
+            ),
             ("Vector", vector_title(self.vector)),
             ("Severity", self.severity.to_owned()),
         ];
@@ -732,7 +747,7 @@ impl<'a> Incident<'a> {
 /// ```json
 /// {"type": "floodwatch.incident.opened",   // .escalated, .closed
 ///  "EventId": "FW-web01-20251222T1000Z:opened", "IncidentId": "FW-web01-20251222T1000Z",
-///  "Phase": "opened", "DeviceName": "web01.contoso.com",
+///  "Phase": "opened", "DeviceName": "web01.contoso.com", "Devices": [],
 ///  "Start": "2025-12-22T10:00:00Z", "End": null, "DetectedAt": "2025-12-22T10:01:30Z",
 ///  "Severity": "High", "Vector": "https-flood", "PeakRequests": 12345, "AlertBins": 1,
 ///  "CampaignId": "FW-campaign-web01-20251222T1000Z",
@@ -746,7 +761,9 @@ impl<'a> Incident<'a> {
 /// after a lost answer) can drop the second. Times are RFC 3339 UTC; `End` is set when closed.
 /// `CampaignId` ties the incidents of one campaign together (incidents of a device days apart,
 /// or sharing most of their top sources); `Pulses` lists each pulse of a pulse wave (one entry
-/// for a single run of alert bins).
+/// for a single run of alert bins). A fleet-wide (carpet bombing) incident, `FW-carpet-...`,
+/// lists its `Devices` (it escalates as more join) and has no pulses or campaign of its own;
+/// `DeviceName` is then the device of the alert that caused the change.
 pub fn webhook_body(ev: &Value) -> Value {
     let inc = Incident::of(ev);
     let time = |t: Option<Nanos>| t.map_or(Value::Null, |t| Rfc3339(t).to_string().into());
@@ -755,7 +772,8 @@ pub fn webhook_body(ev: &Value) -> Value {
         "EventId": inc.event_id,
         "IncidentId": inc.incident_id,
         "Phase": inc.phase,
-        "DeviceName": inc.device,
+        "DeviceName": text(ev, "DeviceName").or_else(|| text(inc.alert, "DeviceName")),
+        "Devices": inc.devices,
         "Start": time(inc.start),
         "End": time(inc.end),
         "DetectedAt": time(inc.detected_at),
@@ -1019,8 +1037,43 @@ mod tests {
             alert_bins: 6,
             pulses,
             alert: alert(),
+            devices: Vec::new(),
         };
         serde_json::to_value(&ev).unwrap()
+    }
+
+    /// A fleet-wide incident names its devices in every sink's message.
+    #[test]
+    fn a_carpet_incident_lists_its_devices() {
+        let mut ev = incident(IncidentPhase::Opened);
+        ev["IncidentId"] = "FW-carpet-20251222T1000Z".into();
+        ev["Devices"] = serde_json::json!([
+            "web01.contoso.com",
+            "web02.contoso.com",
+            "web03.contoso.com"
+        ]);
+        let b = webhook_body(&ev);
+        assert_eq!(b["Devices"][2], "web03.contoso.com");
+        assert_eq!(b["DeviceName"], "web01.contoso.com");
+        assert_eq!(
+            b["Summary"],
+            "HTTPS flood on 3 devices (carpet bombing: web01.contoso.com, web02.contoso.com, web03.contoso.com) opened at 10:00Z: 12,345 connections (High)"
+        );
+        let card = teams_card(&ev).to_string();
+        assert!(
+            card.contains("3 devices (carpet bombing: web01.contoso.com"),
+            "{card}"
+        );
+        let slack = slack_blocks(&ev).to_string();
+        assert!(
+            slack.contains("carpet bombing: web01.contoso.com, web02.contoso.com"),
+            "{slack}"
+        );
+        // A device's incident has none.
+        assert_eq!(
+            webhook_body(&incident(IncidentPhase::Opened))["Devices"],
+            serde_json::json!([])
+        );
     }
 
     #[test]
