@@ -452,9 +452,7 @@ impl Tracker {
                 Some(ev)
             }
             Some(c) => {
-                let Some((id, _, _)) = open.get(&alert.device_name) else {
-                    return None;
-                };
+                let (id, _, _) = open.get(&alert.device_name)?;
                 c.last_bin = c.last_bin.max(bin);
                 c.alert_bins += 1;
                 c.note.peak = c.note.peak.max(alert.request_count);

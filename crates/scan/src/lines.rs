@@ -201,8 +201,8 @@ impl<'a> Freeing<'a> {
         };
         let mut pending = vec![0u32; f.stretch(chunk.data.len()) + 1];
         for &(start, end) in pieces.iter().filter(|p| p.1 > p.0) {
-            for k in f.stretch(start)..=f.stretch(end - 1) {
-                pending[k] += 1;
+            for p in &mut pending[f.stretch(start)..=f.stretch(end - 1)] {
+                *p += 1;
             }
         }
         f.pending = std::sync::Mutex::new(pending);
