@@ -28,7 +28,9 @@ mod split;
 
 pub use doc::{DocChunk, DocSplitter, Span, Split, aggregate_spans};
 pub use file::{FileOptions, aggregate_file};
-pub use lines::{Chunk, Fallback, Release, Worker, aggregate_lines, aggregate_lines_releasing};
+pub use lines::{
+    Chunk, Fallback, RELEASE_STEP, Release, Worker, aggregate_lines, aggregate_lines_releasing,
+};
 pub use row::{Openers, Scanner, scan_row};
 
 #[cfg(test)]

@@ -45,8 +45,8 @@ impl Worker {
 /// borrow the caller's state (`&Fallback` in a signature elides it).
 pub type Fallback<'a> = dyn Fn(&[u8], Location, &mut Aggregator, &mut Diagnostics) + Sync + 'a;
 
-/// Splits `chunk.data` on `\n` into line-aligned pieces and processes them in parallel, the
-/// workers sharing them out as they go (see [`PIECES_PER_WORKER`]). Each line (trailing `\r` stripped, blank lines ignored) goes through the fast
+/// Splits `chunk.data` on `\n` into line-aligned parts, one per worker, and processes them in
+/// parallel. Each line (trailing `\r` stripped, blank lines ignored) goes through the fast
 /// scanner, or to `fallback` with its location when the scanner cannot handle it. Lines longer
 /// than `max_line` bytes are skipped as [`SkipReason::TooLong`].
 ///
@@ -62,21 +62,13 @@ pub fn aggregate_lines(
     aggregate_lines_releasing(chunk, workers, max_line, fallback, &|_, _| {})
 }
 
-/// Told which bytes of `chunk.data` the workers are done with, as (start, end) offsets ending
-/// on 2 MiB boundaries of the input, each byte at most once, so that the caller can drop them
-/// from a memory map while the rest of the chunk is still being read.
+/// Told by each worker which bytes of `chunk.data` it is done with, as (start, end) offsets,
+/// every [`RELEASE_STEP`] or so and on 2 MiB boundaries of the input, so that the caller can drop
+/// them from a memory map while the rest of the chunk is still being read.
 pub type Release<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
-/// Pieces a chunk is cut into per worker. Each worker reads its own contiguous share of them
-/// front to back and, once done, takes the rest of another's share from its back end: rows do
-/// not all cost the same (a flooded device's bins are bigger, a fallback row costs many fast
-/// ones), and with one fixed share each the faster worker would idle while the other finishes.
-/// Shares stay contiguous, so few bins end up split between workers' aggregators.
-const PIECES_PER_WORKER: usize = 16;
-
-/// The bytes of the input dropped from the caller's map together: 2 MiB, whole huge pages
-/// where the kernel maps the file with them.
-const ALIGN: u64 = 2 << 20;
+/// How much a worker reads between two calls of its [`Release`].
+pub const RELEASE_STEP: usize = 8 << 20;
 
 /// [`aggregate_lines`], handing finished ranges to `release` as the workers go.
 pub fn aggregate_lines_releasing(
@@ -86,171 +78,67 @@ pub fn aggregate_lines_releasing(
     fallback: &Fallback,
     release: &Release,
 ) -> u64 {
-    let n = workers.len();
-    if n == 0 {
-        // No worker, no work; still report the lines so callers' numbering stays right.
-        return memchr::memchr_iter(b'\n', chunk.data).count() as u64;
+    let parts = split(chunk.data, workers.len().max(1));
+    if workers.len() <= 1 || parts.len() <= 1 {
+        let Some(w) = workers.first_mut() else {
+            // No worker, no work; still report the lines so callers' numbering stays right.
+            return memchr::memchr_iter(b'\n', chunk.data).count() as u64;
+        };
+        let mut diag = Diagnostics::default();
+        let n = run_part(
+            w,
+            &mut diag,
+            chunk,
+            (0, chunk.data),
+            max_line,
+            fallback,
+            release,
+        );
+        w.diag.merge(&diag);
+        return n;
     }
-    let pieces = split(chunk.data, n * PIECES_PER_WORKER);
-    let freeing = Freeing::new(chunk, &pieces, release);
-    // Worker k owns pieces [front, back) of its share; `front` moves as it reads, `back` as
-    // others take from the end.
-    let shares: Vec<std::sync::Mutex<(usize, usize)>> = (0..n)
-        .map(|k| std::sync::Mutex::new((pieces.len() * k / n, pieces.len() * (k + 1) / n)))
-        .collect();
-    let next = |me: usize| -> Option<usize> {
-        let mut own = shares[me].lock().unwrap_or_else(|p| p.into_inner());
-        if own.0 < own.1 {
-            own.0 += 1;
-            return Some(own.0 - 1);
-        }
-        drop(own);
-        // The share with the most left, from its far end.
-        let (_, victim) = (0..n)
-            .filter(|&k| k != me)
-            .map(|k| {
-                let s = shares[k].lock().unwrap_or_else(|p| p.into_inner());
-                (s.1.saturating_sub(s.0), k)
+    // Each part reports line numbers relative to its own start; once every part has counted its
+    // lines, the skip examples are shifted to absolute lines. This avoids a separate counting
+    // pass over the data before the parallel one.
+    let results: Vec<(u64, Diagnostics)> = std::thread::scope(|s| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .zip(&parts)
+            .map(|(w, &(start, end))| {
+                s.spawn(move || {
+                    let mut diag = Diagnostics::default();
+                    let n = run_part(
+                        w,
+                        &mut diag,
+                        chunk,
+                        (start, &chunk.data[start..end]),
+                        max_line,
+                        fallback,
+                        release,
+                    );
+                    (n, diag)
+                })
             })
-            .max()?;
-        let mut s = shares[victim].lock().unwrap_or_else(|p| p.into_inner());
-        (s.0 < s.1).then(|| {
-            s.1 -= 1;
-            s.1
-        })
-    };
-    let work = |w: &mut Worker, me: usize| -> Vec<(usize, u64, Diagnostics)> {
-        let mut done = Vec::new();
-        while let Some(i) = next(me) {
-            let (start, end) = pieces[i];
-            let mut diag = Diagnostics::default();
-            let lines = run_part(
-                w,
-                &mut diag,
-                chunk,
-                (start, &chunk.data[start..end]),
-                max_line,
-                fallback,
-            );
-            freeing.done(start, end);
-            done.push((i, lines, diag));
-        }
-        done
-    };
-    let mut results: Vec<(usize, u64, Diagnostics, usize)> = if n == 1 || pieces.len() == 1 {
-        work(&mut workers[0], 0)
+            .collect();
+        handles
             .into_iter()
-            .map(|(i, l, d)| (i, l, d, 0))
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            })
             .collect()
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = workers
-                .iter_mut()
-                .enumerate()
-                .map(|(k, w)| {
-                    let work = &work;
-                    s.spawn(move || work(w, k))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .enumerate()
-                .flat_map(|(k, h)| match h.join() {
-                    Ok(r) => r.into_iter().map(move |(i, l, d)| (i, l, d, k)),
-                    Err(p) => std::panic::resume_unwind(p),
-                })
-                .collect()
-        })
-    };
-    // Each piece reports line numbers relative to its own start; once every piece has counted
-    // its lines, the skip examples are shifted to absolute lines. This avoids a separate
-    // counting pass over the data before the parallel one.
-    results.sort_unstable_by_key(|r| r.0);
+    });
     let mut lines_before = 0u64;
-    for (_, lines, mut diag, k) in results {
+    for ((n, mut diag), w) in results.into_iter().zip(workers.iter_mut()) {
         for e in &mut diag.examples {
             if let Some(l) = e.location.line.as_mut() {
                 *l += lines_before;
             }
         }
-        workers[k].diag.merge(&diag);
-        lines_before += lines;
+        w.diag.merge(&diag);
+        lines_before += n;
     }
     lines_before
-}
-
-/// Hands the caller each 2 MiB stretch of the input (on [`ALIGN`] boundaries of the input)
-/// once every piece that overlaps it is done, whichever worker read it. The stretch the chunk
-/// ends in, unless it ends on a boundary, is left to the caller (who is about to drop it all).
-struct Freeing<'a> {
-    /// Absolute offset of the chunk's first byte.
-    base: u64,
-    len: usize,
-    /// Per stretch, the pieces overlapping it that are not done yet.
-    pending: std::sync::Mutex<Vec<u32>>,
-    release: &'a Release<'a>,
-}
-
-impl<'a> Freeing<'a> {
-    fn new(chunk: Chunk<'_>, pieces: &[(usize, usize)], release: &'a Release<'a>) -> Self {
-        let mut f = Freeing {
-            base: chunk.base_offset,
-            len: chunk.data.len(),
-            pending: std::sync::Mutex::new(Vec::new()),
-            release,
-        };
-        let mut pending = vec![0u32; f.stretch(chunk.data.len()) + 1];
-        for &(start, end) in pieces.iter().filter(|p| p.1 > p.0) {
-            for p in &mut pending[f.stretch(start)..=f.stretch(end - 1)] {
-                *p += 1;
-            }
-        }
-        f.pending = std::sync::Mutex::new(pending);
-        f
-    }
-
-    /// The stretch holding chunk offset `off`.
-    fn stretch(&self, off: usize) -> usize {
-        ((self.base + off as u64) / ALIGN - self.base / ALIGN) as usize
-    }
-
-    /// Chunk offset where stretch `k` ends (its boundary, possibly past the chunk's end).
-    fn stretch_end(&self, k: usize) -> u64 {
-        (self.base / ALIGN + k as u64 + 1) * ALIGN - self.base
-    }
-
-    /// The piece `start..end` is done: release the stretches no other piece still needs.
-    fn done(&self, start: usize, end: usize) {
-        if end <= start {
-            return;
-        }
-        let (first, last) = (self.stretch(start), self.stretch(end - 1));
-        let mut freed: Vec<usize> = Vec::new();
-        {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            for k in first..=last {
-                pending[k] -= 1;
-                if pending[k] == 0 && self.stretch_end(k) <= self.len as u64 {
-                    freed.push(k);
-                }
-            }
-        }
-        // Consecutive stretches go in one call.
-        let mut i = 0;
-        while i < freed.len() {
-            let mut j = i;
-            while j + 1 < freed.len() && freed[j + 1] == freed[j] + 1 {
-                j += 1;
-            }
-            let from = if freed[i] == 0 {
-                0
-            } else {
-                self.stretch_end(freed[i] - 1) as usize
-            };
-            (self.release)(from, self.stretch_end(freed[j]) as usize);
-            i = j + 1;
-        }
-    }
 }
 
 /// Cuts `data` into at most `n` parts of about equal size and at least 64 KiB, each ending just
@@ -278,7 +166,7 @@ fn split(data: &[u8], n: usize) -> Vec<(usize, usize)> {
     parts
 }
 
-/// Processes one piece. Skip locations get lines relative to the part (1-based for its first
+/// Processes one part. Skip locations get lines relative to the part (1-based for its first
 /// line, then shifted by the caller) plus `chunk.first_line - 1`; offsets are absolute.
 /// Returns the number of `\n` in the part.
 fn run_part(
@@ -288,12 +176,26 @@ fn run_part(
     (part_start, part): (usize, &[u8]),
     max_line: usize,
     fallback: &Fallback,
+    release: &Release,
 ) -> u64 {
+    // 2 MiB of the input: whole huge pages, where the kernel maps the file with them.
+    const ALIGN: u64 = 2 << 20;
+    let mut released = 0usize;
     let mut line_no = 0u64;
     let mut pos = 0usize;
     let mut handled = 0u64;
     let mut batch = Vec::new();
     while pos < part.len() {
+        if pos - released >= RELEASE_STEP {
+            // Everything before this line is done with; hand it back on a 2 MiB boundary.
+            let done = chunk.base_offset + (part_start + pos) as u64;
+            let upto = (done - done % ALIGN).saturating_sub(chunk.base_offset) as usize;
+            let from = part_start + released;
+            if upto > from {
+                release(from, upto);
+                released = upto - part_start;
+            }
+        }
         // One pass finds the line end and the `{`/`[` the scanner must account for.
         let mut openers = Openers::default();
         let mut i = pos;
