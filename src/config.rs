@@ -62,6 +62,9 @@ pub struct ServeSection {
     pub fsync: Option<bool>,
     /// File holding the bearer token (else the `FLOODWATCH_TOKEN` environment variable).
     pub token_file: Option<String>,
+    /// HTTPS: the certificate chain (PEM, leaf first) and its private key (PEM), both or neither.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
     /// Largest `POST /ingest` body, bytes as sent. Default 67108864 (64 MiB).
     pub max_body_bytes: Option<usize>,
     /// Batches waiting for the detector at most (then ingest answers 503). Default 64.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 
 use floodwatch_core::BinWidth;
@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// File holding the API's bearer token (else FLOODWATCH_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS (rustls) with this certificate chain, a PEM file, leaf first; with --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, a PEM file (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace (default info; RUST_LOG wins).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -185,6 +191,16 @@ pub fn options(a: &ServeArgs) -> Result<ServeOptions> {
     if let Some(m) = sv.max_body_bytes {
         api.max_body = m;
     }
+    let tls = match (
+        a.tls_cert
+            .clone()
+            .or(sv.tls_cert.clone().map(PathBuf::from)),
+        a.tls_key.clone().or(sv.tls_key.clone().map(PathBuf::from)),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => bail!("[serve] tls_cert and tls_key go together: set both or neither"),
+    };
     Ok(ServeOptions {
         listen,
         state,
@@ -209,6 +225,7 @@ pub fn options(a: &ServeArgs) -> Result<ServeOptions> {
         )?,
         fsync: a.fsync || sv.fsync.unwrap_or(false),
         api,
+        tls,
         queue: sv.queue.unwrap_or(64).max(1),
         delivery: {
             let mut d = floodwatch_serve::sinks::DeliveryOptions::default();
@@ -245,7 +262,11 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode> {
         for i in &opts.inputs {
             println!("  input    {i:?}");
         }
-        println!("  input    POST http://{}/ingest", opts.listen);
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        println!("  input    POST {scheme}://{}/ingest", opts.listen);
+        if let Some((cert, _)) = &opts.tls {
+            println!("  tls      {}", cert.display());
+        }
         for n in &opts.notify {
             println!("  notify   {}", n.name());
         }

@@ -729,3 +729,116 @@ fn a_webhook_down_for_part_of_a_replay_gets_every_notification_once_in_order() {
         Some(ids.len() as u64)
     );
 }
+
+/// `--tls-cert` / `--tls-key`: the API and ingest over HTTPS (rustls), with a certificate the
+/// client trusts; plain HTTP to the same port gets no answer; a client that connects and never
+/// starts its handshake does not hold up the others; a key that is not the certificate's, or
+/// one flag without the other, is refused at start.
+#[test]
+fn https_with_a_certificate_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).expect("cert");
+    std::fs::write(&key, ck.key_pair.serialize_pem()).expect("key");
+    let port = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"])
+        .arg(dir.path().join("state"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).expect("pem"),
+        )
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        // A new connection per request, each waited for briefly: a handshake held up behind
+        // the silent connection below would fail the test, not just slow it.
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+    let url = |p: &str| format!("https://localhost:{port}{p}");
+    wait_for(60, "the HTTPS server to be ready", || {
+        client
+            .get(url("/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    });
+    // A connection that never says anything, held open meanwhile.
+    let idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let r = client
+        .post(url("/ingest"))
+        .header("Content-Type", "application/x-ndjson")
+        .body(first_lines(5))
+        .send()
+        .expect("POST over HTTPS");
+    assert_eq!(r.status().as_u16(), 200);
+    let answer: Value = r.json().expect("JSON");
+    assert_eq!(answer["accepted"], 5, "{answer}");
+    assert_eq!(
+        client
+            .get(url("/api/inputs"))
+            .send()
+            .expect("GET")
+            .status()
+            .as_u16(),
+        200
+    );
+    drop(idle);
+    // Plain HTTP to the HTTPS port: no HTTP answer.
+    let plain = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    assert!(
+        plain
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .is_err()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A key that is not the certificate's, and one flag alone: refused at start, saying why.
+    let other = rcgen::KeyPair::generate().expect("key");
+    let wrong = dir.path().join("wrong.pem");
+    std::fs::write(&wrong, other.serialize_pem()).expect("key");
+    let check = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_floodwatch"))
+            .args(["serve", "--check-config", "--state"])
+            .arg(dir.path().join("s2"))
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let out = check(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        wrong.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = check(&["--tls-cert".as_ref(), cert.as_os_str()]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = check(&[
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        cert.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}

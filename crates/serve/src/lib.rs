@@ -16,3 +16,4 @@ pub mod service;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod tls;

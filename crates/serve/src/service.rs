@@ -1,6 +1,7 @@
 //! Starting and stopping the whole service: state recovery, the engine thread, sinks, sources
 //! and the API, and a graceful shutdown (stop reading, flush, snapshot, close).
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -36,6 +37,8 @@ pub struct ServeOptions {
     pub retention: floodwatch_core::time::Nanos,
     pub fsync: bool,
     pub api: ApiOptions,
+    /// HTTPS instead of HTTP: the certificate chain and private key, PEM files.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Batches waiting for the engine at most. Default 64.
     pub queue: usize,
     pub delivery: DeliveryOptions,
@@ -52,6 +55,9 @@ impl ServeOptions {
                 "--listen {}: not a loopback address, so a bearer token is required (--token-file FILE or FLOODWATCH_TOKEN)",
                 self.listen
             );
+        }
+        if let Some((cert, key)) = &self.tls {
+            crate::tls::server_config(cert, key)?;
         }
         if let Some(t) = &self.api.token
             && t.len() < 16
@@ -172,18 +178,30 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, tls = opts.tls.is_some(), "listening");
     if let Some(b) = bound {
         let _ = b.send(addr);
     }
     let mut stop_rx2 = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, api::router(app))
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx2.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let stopped = async move {
+        let _ = stop_rx2.wait_for(|s| *s).await;
+    };
+    let server = match &opts.tls {
+        None => tokio::spawn(
+            axum::serve(listener, api::router(app))
+                .with_graceful_shutdown(stopped)
+                .into_future(),
+        ),
+        Some((cert, key)) => {
+            let tls =
+                crate::tls::TlsListener::new(listener, crate::tls::server_config(cert, key)?)?;
+            tokio::spawn(
+                axum::serve(tls, api::router(app))
+                    .with_graceful_shutdown(stopped)
+                    .into_future(),
+            )
+        }
+    };
 
     stop.await;
     tracing::info!("shutting down: stopping inputs");
