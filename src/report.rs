@@ -263,6 +263,12 @@ fn build(
             reasons: reasons_of(i),
             suppressed: i.suppressed,
             suppression_reason: i.suppression_reason.clone(),
+            campaign: i.campaign_id.clone(),
+            pulses: i
+                .pulses
+                .iter()
+                .map(|p| (secs(p.start), secs(p.end), p.peak_request_count))
+                .collect(),
         })
         .collect();
     let mut skipped: Vec<(String, u64)> = d

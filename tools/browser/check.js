@@ -82,6 +82,22 @@ async function main() {
       check(drawn.length >= nCharts && drawn.every((c) => c.set > 500),
         `every chart canvas has pixels drawn (${drawn.map((c) => c.set).slice(0, 6).join(", ")}...)`);
       check(wanted > 0 && rows === wanted, `incident rows: ${rows} of ${wanted}`);
+      // Campaigns and pulses: every incident in a campaign names it, and a pulse flood lists
+      // each of its pulses (the simulated export has one with four).
+      const camp = await page.evaluate(() => {
+        const inc = window.FW_REPORT.data.incidents;
+        const rows = [...document.querySelectorAll("#incident-table tr.incident")];
+        const named = rows.filter((r, i) => inc[i].campaign && r.querySelector(".campaign") &&
+          r.querySelector(".campaign").textContent.includes(inc[i].campaign)).length;
+        const wantedPulses = inc.filter((i) => i.pulses.length > 1).reduce((n, i) => n + i.pulses.length, 0);
+        return { named, wanted: inc.filter((i) => i.campaign).length, shared: document.querySelectorAll("#incident-table .campaign").length,
+          multi: [...document.querySelectorAll("#incident-table .campaign")].filter((c) => / incidents\)$/.test(c.textContent)).length,
+          pulses: document.querySelectorAll("#incident-table ul.pulses li").length, wantedPulses };
+      });
+      check(camp.wanted > 0 && camp.named === camp.wanted && camp.shared === camp.wanted,
+        `campaign shown on every incident in one: ${camp.named} of ${camp.wanted}`);
+      check(camp.multi > 0, `campaigns of several incidents say so: ${camp.multi} rows`);
+      check(camp.wantedPulses > 0 && camp.pulses === camp.wantedPulses, `pulses listed: ${camp.pulses} of ${camp.wantedPulses}`);
       const marked = await page.evaluate(() => window.FW_REPORT.data.devices.some((d) => d.alerts.length > 0));
       check(marked, "some device has alert bins marked");
       // Zoom: a drag across the first chart narrows its x scale.
@@ -134,6 +150,8 @@ async function main() {
       check(inc > 0, `incident rows: ${inc}`);
       const sources = await page.locator("#incidents tr.incident td:nth-child(7) div").allTextContents();
       check(sources.length > 0 && sources.every((s) => /^[0-9a-f.:]+ \([0-9,]+\)$/.test(s)), `top sources shown as address (count): ${sources.slice(0, 2).join(", ")}`);
+      const campaigns = await page.locator("#incidents tr.incident .campaign").allTextContents();
+      check(campaigns.length > 0 && campaigns.every((c) => /^campaign FW-campaign-/.test(c)), `campaign shown: ${campaigns.slice(0, 1).join("")}`);
       const health = await page.locator("#inputs tr.input").count();
       check(health > 0, `input health rows: ${health}`);
       // Live: an SSE update arrives without reloading.

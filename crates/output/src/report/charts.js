@@ -139,7 +139,37 @@ var FW = (function () {
     return out;
   }
 
+  // An incident's time cell: its span, then its campaign (with how many of the listed
+  // incidents share it, so a multi-day campaign reads as one) and, for a pulse flood, each
+  // pulse. Times are Unix seconds; `pulses` is [[start, end, peak connections per bin], ...].
+  function incidentTimes(o) {
+    var td = el("td", null, fmtTime(o.start) + " – " + (o.end ? fmtTime(o.end) : o.ongoing) +
+      (o.bins ? " (" + o.bins + " bins)" : ""));
+    if (o.campaign) {
+      var c = el("div", { class: "muted campaign" }, "campaign " + o.campaign +
+        (o.campaignSize > 1 ? " (" + o.campaignSize + " incidents)" : ""));
+      td.appendChild(c);
+    }
+    if (o.pulses && o.pulses.length > 1) {
+      td.appendChild(el("div", { class: "muted" }, o.pulses.length + " pulses:"));
+      var ul = el("ul", { class: "reasons pulses" });
+      o.pulses.forEach(function (p) {
+        ul.appendChild(el("li", null, fmtTime(p[0]) + " – " + fmtTime(p[1]).slice(11) + ", peak " + fmtNum(p[2]) + " conn/bin"));
+      });
+      td.appendChild(ul);
+    }
+    return td;
+  }
+
+  // How many incidents of `list` carry each campaign id (`campaignOf` reads an incident's).
+  function campaignSizes(list, campaignOf) {
+    var n = {};
+    list.forEach(function (i) { var c = campaignOf(i); if (c) n[c] = (n[c] || 0) + 1; });
+    return n;
+  }
+
   return {
+    incidentTimes: incidentTimes, campaignSizes: campaignSizes,
     GROUPS: GROUPS, GROUP_LABELS: GROUP_LABELS, BAND_SPREADS: BAND_SPREADS,
     fmtTime: fmtTime, fmtNum: fmtNum, el: el, cssVar: cssVar, runs: runs,
     vectorChart: vectorChart, sourcesChart: sourcesChart, sparkline: sparkline,

@@ -80,6 +80,11 @@ pub struct IncidentView {
     pub reasons: Vec<String>,
     pub suppressed: bool,
     pub suppression_reason: Option<String>,
+    /// The campaign it belongs to (`None` when suppressed).
+    pub campaign: Option<String>,
+    /// Its pulses as (start, end, peak connections per bin), Unix seconds: one for a single
+    /// run of alert bins, one per wave of a pulse flood.
+    pub pulses: Vec<(i64, i64, u64)>,
 }
 
 /// One device's series, columnar: index `i` is the bin starting at `t0 + i * step` seconds.

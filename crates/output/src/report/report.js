@@ -79,6 +79,7 @@
       h.appendChild(el("th", i === 5 ? { class: "num" } : null, c));
     });
     tbl.appendChild(h);
+    var sizes = FW.campaignSizes(D.incidents, function (i) { return i.campaign; });
     D.incidents.forEach(function (inc) {
       var tr = el("tr", { class: "incident" + (inc.suppressed ? " suppressed" : ""), "data-id": inc.id });
       var v = el("td"); v.appendChild(el("strong", null, inc.vector));
@@ -96,7 +97,10 @@
         dv.appendChild(el("a", { href: "#dev-" + encodeURIComponent(d) }, d));
       });
       tr.appendChild(dv);
-      tr.appendChild(el("td", null, FW.fmtTime(inc.start) + " – " + (inc.end ? FW.fmtTime(inc.end) : "ongoing at the end of the input") + " (" + inc.alert_bins + " bins)"));
+      tr.appendChild(FW.incidentTimes({
+        start: inc.start, end: inc.end, ongoing: "ongoing at the end of the input", bins: inc.alert_bins,
+        campaign: inc.campaign, campaignSize: sizes[inc.campaign], pulses: inc.pulses,
+      }));
       var pk = el("td", { class: "num" }, FW.fmtNum(inc.peak_requests));
       pk.appendChild(el("div", { class: "muted" }, FW.fmtTime(inc.peak_time)));
       tr.appendChild(pk);

@@ -147,7 +147,7 @@
     }));
   }
 
-  function incidentRow(inc, open) {
+  function incidentRow(inc, open, sizes) {
     var tr = el("tr", { class: "incident" + (inc.Suppressed ? " suppressed" : ""), "data-id": inc.IncidentId });
     var v = el("td"); v.appendChild(el("strong", null, inc.Vector));
     if (open) { v.appendChild(el("br")); v.appendChild(el("span", { class: "badge state-attack" }, "open")); }
@@ -161,7 +161,11 @@
       dv.appendChild(el("a", { href: "/device/" + encodeURIComponent(d) }, d));
     });
     tr.appendChild(dv);
-    tr.appendChild(el("td", null, FW.fmtTime(secs(inc.Start)) + (inc.End ? " – " + FW.fmtTime(secs(inc.End)) : " – ongoing")));
+    tr.appendChild(FW.incidentTimes({
+      start: secs(inc.Start), end: inc.End ? secs(inc.End) : null, ongoing: "ongoing",
+      campaign: inc.CampaignId, campaignSize: sizes[inc.CampaignId],
+      pulses: (inc.Pulses || []).map(function (p) { return [secs(p.Start), secs(p.End), p.PeakRequestCount]; }),
+    }));
     var pk = el("td", { class: "num" }, FW.fmtNum(inc.Peak.RequestCount));
     pk.appendChild(el("div", { class: "muted" }, FW.fmtTime(secs(inc.Peak.TimeGenerated))));
     tr.appendChild(pk);
@@ -192,7 +196,8 @@
     if (!sorted.length) {
       var r = el("tr"); r.appendChild(el("td", { colspan: "8", class: "muted" }, "No incident yet.")); t.appendChild(r);
     }
-    sorted.forEach(function (inc) { t.appendChild(incidentRow(inc, open[inc.IncidentId])); });
+    var sizes = FW.campaignSizes(list, function (i) { return i.CampaignId; });
+    sorted.forEach(function (inc) { t.appendChild(incidentRow(inc, open[inc.IncidentId], sizes)); });
   }
 
   function renderHealth(v) {
