@@ -70,7 +70,10 @@ fn report_renders_in_chromium() {
     let shot = shots().join("report.png");
     let text = check(&[Path::new("report"), &html, &shot]);
     assert!(text.contains("ok   incident rows"), "{text}");
-    assert!(text.contains("ok   campaign shown on every incident"), "{text}");
+    assert!(
+        text.contains("ok   campaign shown on every incident"),
+        "{text}"
+    );
     assert!(text.contains("ok   pulses listed: 4 of 4"), "{text}");
     assert!(shot.exists());
 }

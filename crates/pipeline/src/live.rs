@@ -1208,43 +1208,17 @@ fn unproject(alert: &mut Alert, seen: Nanos) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use floodwatch_detect::alert::{Confidence, RuleName, TopSource, Vector};
     use floodwatch_detect::floodwatch::IncidentKind;
     use floodwatch_detect::floodwatch::incident::build_incidents;
 
     const W: BinWidth = BinWidth::FIVE_MINUTES;
 
     fn alert(device: &str, bin: i64, count: u64, carpet: bool) -> Scored {
-        Scored {
-            alert: Alert {
-                time_generated: W.start(bin),
-                device_name: device.into(),
-                request_count: count,
-                unique_source_ips: 10,
-                total_bytes: None,
-                attack_confidence: Confidence::Medium,
-                rule: RuleName::Floodwatch,
-                vector: Some(Vector::HttpsFlood),
-                vector_share: Some(0.9),
-                severity: Severity::Medium,
-                reasons: vec![],
-                baseline: None,
-                new_source_ratio: None,
-                top_sources: vec![TopSource {
-                    ip: format!("203.0.113.{}", count % 200),
-                    count,
-                    exact: true,
-                    count_upper_bound: None,
-                }],
-                mitre_techniques: vec![],
-                suppressed: false,
-                suppression_reason: None,
-                incident_id: None,
-                partial: None,
-            },
-            bin,
-            carpet,
-        }
+        let ip = format!("203.0.113.{}", count % 200);
+        let mut s =
+            floodwatch_detect::floodwatch::detector::scored_fixture(device, bin, W, count, ip);
+        s.carpet = carpet;
+        s
     }
 
     /// Several devices flooded together, some bins raised by the fleet-wide test: live, one

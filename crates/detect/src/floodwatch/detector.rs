@@ -29,6 +29,49 @@ pub struct Scored {
     pub carpet: bool,
 }
 
+/// A minimal scored alert for tests of what comes after scoring (incidents, the live
+/// tracker): an unsuppressed medium HTTPS flood of `count` connections in `bin`, from one
+/// exact top source `top_ip`.
+#[cfg(any(test, feature = "fixtures"))]
+pub fn scored_fixture(
+    device: &str,
+    bin: i64,
+    width: BinWidth,
+    count: u64,
+    top_ip: String,
+) -> Scored {
+    Scored {
+        alert: Alert {
+            time_generated: width.start(bin),
+            device_name: device.into(),
+            request_count: count,
+            unique_source_ips: 10,
+            total_bytes: None,
+            attack_confidence: Confidence::Medium,
+            rule: RuleName::Floodwatch,
+            vector: Some(Vector::HttpsFlood),
+            vector_share: Some(0.9),
+            severity: Severity::Medium,
+            reasons: vec![],
+            baseline: None,
+            new_source_ratio: None,
+            top_sources: vec![TopSource {
+                ip: top_ip,
+                count,
+                exact: true,
+                count_upper_bound: None,
+            }],
+            mitre_techniques: vec![],
+            suppressed: false,
+            suppression_reason: None,
+            incident_id: None,
+            partial: None,
+        },
+        bin,
+        carpet: false,
+    }
+}
+
 /// The serializable part of a [`Detector`]: every device's state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DetectorState {

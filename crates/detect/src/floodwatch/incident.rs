@@ -769,45 +769,24 @@ fn make(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::alert::{Alert, RuleName};
 
     const W: BinWidth = BinWidth::FIVE_MINUTES;
 
     fn alert(device: &str, bin: i64, count: u64, suppressed: bool, carpet: bool) -> Scored {
-        Scored {
-            alert: Alert {
-                time_generated: W.start(bin),
-                device_name: device.into(),
-                request_count: count,
-                unique_source_ips: 10,
-                total_bytes: None,
-                attack_confidence: Confidence::Medium,
-                rule: RuleName::Floodwatch,
-                vector: Some(Vector::HttpsFlood),
-                vector_share: Some(0.9),
-                severity: if suppressed {
-                    Severity::Informational
-                } else {
-                    Severity::Medium
-                },
-                reasons: vec![],
-                baseline: None,
-                new_source_ratio: None,
-                top_sources: vec![TopSource {
-                    ip: "203.0.113.1".into(),
-                    count,
-                    exact: true,
-                    count_upper_bound: None,
-                }],
-                mitre_techniques: vec![],
-                suppressed,
-                suppression_reason: suppressed.then(|| "flash crowd".to_string()),
-                incident_id: None,
-                partial: None,
-            },
+        let mut s = crate::floodwatch::detector::scored_fixture(
+            device,
             bin,
-            carpet,
+            W,
+            count,
+            "203.0.113.1".into(),
+        );
+        if suppressed {
+            s.alert.severity = Severity::Informational;
+            s.alert.suppressed = true;
+            s.alert.suppression_reason = Some("flash crowd".into());
         }
+        s.carpet = carpet;
+        s
     }
 
     fn last(pairs: &[(&str, i64)]) -> LastBins {
