@@ -1554,6 +1554,104 @@ mod tests {
         .unwrap()
     }
 
+    /// A document through the general reader alone, summed as [`read_doc`] sums the fast path.
+    fn read_doc_general(data: &[u8], name: &str) -> (Vec<u8>, Diagnostics) {
+        let mut agg = Aggregator::new(BinWidth::FIVE_MINUTES, ClassifyConfig::default());
+        let mut diag = Diagnostics::default();
+        let loc = Location {
+            source: name.into(),
+            line: None,
+            offset: None,
+        };
+        read_documents(
+            io::Cursor::new(data.to_vec()),
+            &loc,
+            &mut agg,
+            &mut diag,
+            &|| false,
+            false,
+        );
+        let a = agg.finish();
+        diag.bytes_read = 0;
+        diag.examples.sort();
+        (format!("{:?}", (a.by_name(), a.stats)).into_bytes(), diag)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever bytes sit in a string the documents' fast path skips (the process name), a
+        /// row reads as the general parser reads it alone: a raw control character in a string
+        /// (a tab, a newline, NUL) makes the row malformed JSON, invalid UTF-8 makes it binary,
+        /// and every other row is read as the general reader reads the document without the
+        /// bad rows (the general reader itself stops at the first: serde cannot resume inside
+        /// a document). Pretty-printed and compact documents.
+        #[test]
+        fn odd_bytes_in_document_strings_give_the_general_parsers_result(
+            picks in proptest::collection::vec(0usize..12, 14),
+            pretty in proptest::bool::ANY,
+        ) {
+            use serde_json::Value;
+            // Taken as they are; refused as malformed JSON; refused as not UTF-8.
+            const GOOD: [&[u8]; 3] = [b"w3wp.exe", b"caf\xc3\xa9.exe", b"\x7fdel"];
+            const CONTROL: [&[u8]; 6] =
+                [b"tab\there", b"new\nline", b"nul\x00", b"cr\rhere", b"bell\x07", b"esc\x1b[0m"];
+            const BINARY: [&[u8]; 3] = [b"w3\xffwp.exe", b"\xe2\x82.exe", b"\xed\xa0\x80"];
+            let odd: Vec<&[u8]> = GOOD.iter().chain(&CONTROL).chain(&BINARY).copied().collect();
+            let rows: Vec<Value> = serde_json::from_slice(&fixture("array.json")).unwrap();
+            let write = |rows: &[Value]| {
+                if pretty { serde_json::to_vec_pretty(rows) } else { serde_json::to_vec(rows) }.unwrap()
+            };
+            // Each process name becomes a marker, then the marker its bytes.
+            let (mut marked, mut kept, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut control, mut binary) = (0u64, 0u64);
+            for (k, mut r) in rows.into_iter().enumerate() {
+                if !r["InitiatingProcessFileName"].is_string() {
+                    marked.push(r.clone());
+                    kept.push(r);
+                    continue;
+                }
+                let pick = odd[picks[k % picks.len()]];
+                r["InitiatingProcessFileName"] = Value::from(format!("@@{k}@@"));
+                marked.push(r.clone());
+                bytes.push((format!("@@{k}@@"), pick));
+                if let Ok(text) = std::str::from_utf8(pick).map(str::to_owned)
+                    && !pick.iter().any(|&b| b < 0x20)
+                {
+                    r["InitiatingProcessFileName"] = Value::from(text);
+                    kept.push(r);
+                } else if pick.iter().any(|&b| b < 0x20) {
+                    control += 1;
+                } else {
+                    binary += 1;
+                }
+            }
+            let mut doc = write(&marked);
+            for (m, b) in &bytes {
+                let at = doc.windows(m.len()).position(|w| w == m.as_bytes()).unwrap();
+                doc.splice(at..at + m.len(), b.iter().copied());
+            }
+            proptest::prop_assert!(bytes.len() >= 10);
+
+            let fast = read_doc(&doc, (BLOCK, 64 << 10), "doc.json");
+            let mut want = read_doc_general(&write(&kept), "doc.json");
+            proptest::prop_assert!(want.1.skipped.is_empty(), "{:?}", want.1);
+            for (reason, n) in [(SkipReason::Malformed, control), (SkipReason::Binary, binary)] {
+                if n > 0 {
+                    want.1.skipped.insert(reason, n);
+                }
+            }
+            want.1.records_read += control + binary;
+            proptest::prop_assert_eq!(&fast.0, &want.0);
+            proptest::prop_assert_eq!(&fast.1.skipped, &want.1.skipped, "{:?}", fast.1.examples);
+            proptest::prop_assert_eq!(fast.1.records_read, want.1.records_read);
+            proptest::prop_assert_eq!(fast.1.examples.len() as u64, (control + binary).min(10));
+            if control > 0 {
+                proptest::prop_assert!(fast.1.examples.iter().any(|e| e.message.contains("control character")), "{:?}", fast.1.examples);
+            }
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
 

@@ -235,6 +235,11 @@ impl Sink<'_> {
         if self.raw(text, true) {
             return;
         }
+        self.serde_item(text);
+    }
+
+    /// One element as JSON text, through serde alone.
+    fn serde_item(&mut self, text: &str) {
         match serde_json::from_str::<Value>(text) {
             Ok(v) => self.item(v),
             Err(e) => {
@@ -834,6 +839,12 @@ pub fn parse_element(text: &[u8], loc: Location, agg: &mut Aggregator, diag: &mu
         stopped: false,
         scanner: None,
     };
+    // The splitter's element is not known to be JSON: a raw control character would pass the
+    // scanner where serde refuses it (and a whole document through serde stops there).
+    if floodwatch_scan::refused_controls(text.as_bytes()) {
+        sink.serde_item(text);
+        return;
+    }
     sink.text_item(text);
 }
 

@@ -392,15 +392,7 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
     let mut escaped = 0u64;
     let mut at = i;
     while at < b.len() {
-        let block: [u8; 64] = match b.get(at..at + 64) {
-            Some(c) => c.try_into().ok()?,
-            None => {
-                // The tail, padded with spaces (which are no structure).
-                let mut pad = [b' '; 64];
-                pad[..b.len() - at].copy_from_slice(&b[at..]);
-                pad
-            }
-        };
+        let block = block_at(b, at);
         let m = block_masks(&block);
         let esc = escaped_bits(m.backslash, &mut escaped);
         let quotes = m.quote & !esc;
@@ -422,6 +414,100 @@ fn container_end(b: &[u8], i: usize) -> Option<usize> {
         at += 64;
     }
     None
+}
+
+/// The 64 bytes of `b` from `at`; the tail padded with spaces (which are no structure).
+#[inline]
+fn block_at(b: &[u8], at: usize) -> [u8; 64] {
+    match b
+        .get(at..at + 64)
+        .and_then(|c| <[u8; 64]>::try_from(c).ok())
+    {
+        Some(c) => c,
+        None => {
+            let mut pad = [b' '; 64];
+            let rest = b.get(at..).unwrap_or_default();
+            pad[..rest.len()].copy_from_slice(rest);
+            pad
+        }
+    }
+}
+
+/// Whether a row holds a control character that makes it malformed JSON: inside a string any
+/// byte below 0x20, outside one any but JSON's whitespace (tab, newline, carriage return). The
+/// scanner does not read every string, so it would take such a row where the general parser
+/// refuses it.
+pub fn refused_controls(b: &[u8]) -> bool {
+    // Most rows have no control byte at all, and a pretty-printed one only its whitespace: one
+    // pass that vectorizes tells the first kind apart.
+    if !b
+        .chunks(64)
+        .any(|c| c.iter().fold(false, |m, &x| m | (x < 0x20)))
+    {
+        return false;
+    }
+    let (mut in_string, mut escaped, mut at) = (0u64, 0u64, 0);
+    while at < b.len() {
+        let block = block_at(b, at);
+        let m = block_masks(&block);
+        let esc = escaped_bits(m.backslash, &mut escaped);
+        let inside = prefix_xor(m.quote & !esc) ^ in_string;
+        in_string = ((inside as i64) >> 63) as u64;
+        let (mut control, mut space) = (0u64, 0u64);
+        for (k, chunk) in block.chunks_exact(16).enumerate() {
+            let Ok(chunk) = <&[u8; 16]>::try_from(chunk) else {
+                continue;
+            };
+            let (c, w) = controls16(chunk);
+            control |= u64::from(c) << (16 * k);
+            space |= u64::from(w) << (16 * k);
+        }
+        if control & (inside | !space) != 0 {
+            return true;
+        }
+        at += 64;
+    }
+    false
+}
+
+/// The bytes below 0x20 of 16 bytes, and among them JSON's whitespace (tab, newline,
+/// carriage return).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[inline(always)]
+fn controls16(b: &[u8; 16]) -> (u32, u32) {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    // SAFETY: `b` is 16 readable bytes (an unaligned load); SSE2 is part of x86-64.
+    unsafe {
+        let v = _mm_loadu_si128(b.as_ptr().cast::<__m128i>());
+        let limit = _mm_set1_epi8(0x1f);
+        let control = _mm_cmpeq_epi8(_mm_max_epu8(v, limit), limit);
+        let space = _mm_or_si128(
+            _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\t' as i8)),
+                _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8)),
+            ),
+            _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\r' as i8)),
+        );
+        (
+            _mm_movemask_epi8(control) as u32,
+            _mm_movemask_epi8(space) as u32,
+        )
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn controls16(b: &[u8; 16]) -> (u32, u32) {
+    let mut m = (0, 0);
+    for (k, &c) in b.iter().enumerate() {
+        m.0 |= u32::from(c < 0x20) << k;
+        m.1 |= u32::from(matches!(c, b'\t' | b'\n' | b'\r')) << k;
+    }
+    m
 }
 
 /// Bits of the bytes after an odd run of backslashes (escaped), carrying a run across blocks in
@@ -615,8 +701,9 @@ fn run_spans(
             line: Some(s.line),
             offset: Some(doc.base_offset + s.start as u64),
         };
-        // Invalid UTF-8, maybe in a column the scanner skips: the general parser decides.
-        if !text.is_ascii() && std::str::from_utf8(text).is_err() {
+        // Invalid UTF-8 or a raw control character, maybe in a column the scanner skips: the
+        // general parser decides.
+        if refused_controls(text) || (!text.is_ascii() && std::str::from_utf8(text).is_err()) {
             fallback(text, location(), &mut w.agg, diag);
             continue;
         }
@@ -797,6 +884,27 @@ mod tests {
             assert_eq!(container_end(b.as_bytes(), 0), walk(b.as_bytes(), 0), "{b}");
             assert_eq!(container_end(&b.as_bytes()[..v.len() - 1], 0), None, "{v}");
         }
+    }
+
+    #[test]
+    fn control_characters_the_general_parser_refuses() {
+        let pretty = "{\n  \"a\": \"x\",\r\n\t\"b\": [1, 2]\n}";
+        assert!(!refused_controls(pretty.as_bytes()));
+        assert!(!refused_controls(br#"{"a":"\u0009 \" \\"}"#));
+        for bad in [
+            "{\"a\": \"t\tb\"}",
+            "{\"a\": \"n\nb\"}",
+            "{\"a\": \"\\\" \r\"}",
+            "{\"a\": 1,\u{7} \"b\": 2}",
+            "{\"a\": \"\0\"}",
+        ] {
+            assert!(refused_controls(bad.as_bytes()), "{bad:?}");
+        }
+        // Past the first block, and a string carried across blocks.
+        let long = format!("{{\"a\": \"{}\tb\"}}", "x".repeat(100));
+        assert!(refused_controls(long.as_bytes()));
+        let long = format!("{{\"a\": \"{}\",\n\"b\": 1}}", "x".repeat(100));
+        assert!(!refused_controls(long.as_bytes()));
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod row;
 pub mod sample;
 mod split;
 
-pub use doc::{DocChunk, DocSplitter, Span, Split, aggregate_spans};
+pub use doc::{DocChunk, DocSplitter, Span, Split, aggregate_spans, refused_controls};
 pub use file::{FileOptions, aggregate_file};
 pub use lines::{
     Chunk, Fallback, RELEASE_STEP, Release, Worker, aggregate_lines, aggregate_lines_releasing,
